@@ -1,0 +1,1803 @@
+//! Throughput benchmark of accio-server (issue 5), without the libtest harness.
+//!
+//! In one run, interleaved round by round, it measures the release `server` against a
+//! reference receiver written here (blocking, counts with `recv(fd, NULL, huge,
+//! MSG_TRUNC)`, run as a separate process by re-executing this binary) and against the
+//! peers a user would otherwise pick (`socat | wc -c`, `nc -l | wc -c`, the textbook
+//! Python server in `bench/textbook_server.py`). Every count line a receiver prints is
+//! checked; a wrong or missing one makes the run exit non-zero.
+//!
+//! ```text
+//! cargo bench --bench throughput                 # full run, a few minutes
+//! cargo bench --bench throughput -- --smoke      # a few seconds: correctness only
+//! cargo bench --bench throughput -- --sizes 1M,100M --rounds 3
+//! ```
+//!
+//! See BENCHMARKS.md for what is measured and how to read the table.
+
+use std::alloc::{self, Layout};
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const GREETING: &[u8] = b"accio\r\n";
+/// Size of the sender's page-aligned buffer, and of each `send`.
+const CHUNK: usize = 1 << 20;
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// How long a receiver may take to start listening (Python is the slow one).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read/write timeout on every benchmark socket: a stalled receiver fails the run.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a count line after the connection ended.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process may take to exit after SIGTERM (or SIGKILL) before we give up.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------
+
+const USAGE: &str = "\
+usage: cargo bench --bench throughput -- [OPTIONS]
+
+  --smoke             a few seconds: small sizes, one short pass of every test;
+                      checks every count line, asserts nothing about speed
+  --sizes LIST        transfer sizes, e.g. 1M,100M,1G,4G (suffixes K, M, G = KiB, MiB, GiB)
+  --rounds N          interleaved rounds per size (default 5; smoke 2)
+  --receivers LIST    subset of reference,server,socat,nc,python (reference always runs)
+  --conns N           sequential connections per connection-rate round (default 2000)
+  --idle-conns N      concurrent idle connections to the server (default 1000)
+  --skip-extras       only the transfer table (no connection rate, start/stop, idle)
+  --pin               during transfers, pin the sender to CPU 0 and the receiver to CPU 1
+
+environment: ACCIO_BENCH_SERVER=PATH benchmarks that binary instead of the one cargo built.";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Reference,
+    Server,
+    Socat,
+    Nc,
+    Python,
+}
+
+const ALL_KINDS: [Kind; 5] = [
+    Kind::Reference,
+    Kind::Server,
+    Kind::Socat,
+    Kind::Nc,
+    Kind::Python,
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Reference => "reference (MSG_TRUNC)",
+            Kind::Server => "**server**",
+            Kind::Socat => "socat \\| wc -c",
+            Kind::Nc => "nc -l \\| wc -c",
+            Kind::Python => "textbook Python",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Reference => "reference",
+            Kind::Server => "server",
+            Kind::Socat => "socat",
+            Kind::Nc => "nc",
+            Kind::Python => "python",
+        }
+    }
+
+    /// Whether it sends `accio\r\n` (the sender then waits for it before sending).
+    fn greets(self) -> bool {
+        matches!(self, Kind::Reference | Kind::Server | Kind::Python)
+    }
+
+    /// Whether it serves one connection and exits (socat, nc): its CPU and peak RSS
+    /// then come from `wait4` instead of /proc.
+    fn one_shot(self) -> bool {
+        matches!(self, Kind::Socat | Kind::Nc)
+    }
+}
+
+struct Opts {
+    smoke: bool,
+    sizes: Vec<u64>,
+    rounds: usize,
+    kinds: Vec<Kind>,
+    conns: usize,
+    conn_rounds: usize,
+    start_rounds: usize,
+    idle_conns: usize,
+    idle_time: Duration,
+    extras: bool,
+    pin: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?} (examples: 4096, 1M, 100M, 4G)"))
+}
+
+fn parse_count(flag: &str, v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{flag}: expected a positive number, got {v:?}"))
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut smoke = false;
+        let mut sizes = None;
+        let mut rounds = None;
+        let mut kinds = None;
+        let mut conns = None;
+        let mut idle_conns = None;
+        let mut extras = true;
+        let mut pin = false;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag {
+                "--smoke" => smoke = true,
+                "--skip-extras" => extras = false,
+                "--pin" => pin = true,
+                // cargo bench passes --bench to every bench target.
+                "--bench" => {}
+                "-h" | "--help" => return Err(String::new()),
+                "--sizes" => {
+                    let v = value()?;
+                    sizes = Some(
+                        v.split(',')
+                            .map(parse_size)
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
+                }
+                "--rounds" => rounds = Some(parse_count(flag, &value()?)?),
+                "--conns" => conns = Some(parse_count(flag, &value()?)?),
+                "--idle-conns" => idle_conns = Some(parse_count(flag, &value()?)?),
+                "--receivers" => {
+                    let v = value()?;
+                    let mut list = vec![Kind::Reference];
+                    for name in v.split(',') {
+                        let k = ALL_KINDS
+                            .iter()
+                            .copied()
+                            .find(|k| k.key() == name.trim())
+                            .ok_or_else(|| format!("unknown receiver {name:?}"))?;
+                        if !list.contains(&k) {
+                            list.push(k);
+                        }
+                    }
+                    list.sort_by_key(|k| ALL_KINDS.iter().position(|x| x == k));
+                    kinds = Some(list);
+                }
+                f if f.starts_with('-') => return Err(format!("unknown option {f}")),
+                // A positional argument is a cargo bench name filter: nothing to filter.
+                _ => {}
+            }
+        }
+        Ok(Opts {
+            smoke,
+            sizes: sizes.unwrap_or_else(|| {
+                if smoke {
+                    vec![1 << 20, 8 << 20]
+                } else {
+                    vec![1 << 20, 100 << 20, 1 << 30, 4 << 30]
+                }
+            }),
+            rounds: rounds.unwrap_or(if smoke { 2 } else { 5 }),
+            kinds: kinds.unwrap_or_else(|| ALL_KINDS.to_vec()),
+            conns: conns.unwrap_or(if smoke { 200 } else { 2000 }),
+            conn_rounds: if smoke { 1 } else { 3 },
+            start_rounds: if smoke { 3 } else { 15 },
+            idle_conns: idle_conns.unwrap_or(if smoke { 100 } else { 1000 }),
+            idle_time: if smoke {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(2)
+            },
+            extras,
+            pin,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reference receiver (hidden subcommand `__reference PORT`)
+// ---------------------------------------------------------------------------------
+
+/// The reference: minimal, blocking, one connection at a time. Counts with
+/// `recv(fd, NULL, 1 GiB, MSG_TRUNC)`, so Linux TCP drops the data without copying it.
+/// SIGTERM keeps its default action (the process dies at once).
+fn reference_main(port: &str) -> ExitCode {
+    let port: u16 = match port.parse() {
+        Ok(p) => p,
+        Err(_) => {
+            eprintln!("ERROR: reference: bad port {port:?}");
+            return ExitCode::from(64);
+        }
+    };
+    let listener = match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ERROR: reference: bind 0.0.0.0:{port}: {e}");
+            return ExitCode::from(71);
+        }
+    };
+    loop {
+        let Ok((mut stream, _)) = listener.accept() else {
+            continue;
+        };
+        let fd = stream.as_raw_fd();
+        let mut ok = stream.write_all(GREETING).is_ok();
+        let mut total: u64 = 0;
+        while ok {
+            // SAFETY: a NULL buffer is allowed with MSG_TRUNC on TCP (nothing is copied).
+            let n = unsafe { libc::recv(fd, std::ptr::null_mut(), 1 << 30, libc::MSG_TRUNC) };
+            match n {
+                0 => break,
+                n if n > 0 => total += n as u64,
+                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => ok = false,
+            }
+        }
+        let line = if ok {
+            format!("{total}\n")
+        } else {
+            "ERROR\n".to_string()
+        };
+        // One write(2) per line, before the socket is closed (as the contract asks).
+        // SAFETY: writing an owned buffer to fd 1.
+        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+        drop(stream);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Processes: spawn, measure, stop, always reap
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct Exit {
+    /// Raw wait status.
+    status: i32,
+    /// user + system CPU over the whole life, from `wait4` (µs precision).
+    cpu_ns: u64,
+    /// ru_maxrss: the peak RSS (the same high-water mark as VmHWM).
+    maxrss_kib: u64,
+    /// Context switches (voluntary + involuntary) over the whole life.
+    switches: u64,
+}
+
+fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status:#x}")
+    }
+}
+
+/// A child process that is always reaped: explicitly, or on drop (SIGKILL + wait).
+struct Proc {
+    what: String,
+    child: Child,
+    /// pidfd, to wait for exit with a timeout (poll); None on kernels without it.
+    pidfd: Option<OwnedFd>,
+    exit: Option<Exit>,
+}
+
+impl Proc {
+    fn spawn(what: String, cmd: &mut Command) -> Result<Proc, String> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {what}: {e}"))?;
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: plain syscall; the fd it returns is owned by us.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        Ok(Proc {
+            what,
+            child,
+            pidfd,
+            exit: None,
+        })
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    /// Reaps the process if it has exited (never blocks).
+    fn try_reap(&mut self) -> Option<Exit> {
+        if self.exit.is_none() {
+            let mut status = 0;
+            // SAFETY: rusage is plain data.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut ru) };
+            if r == self.pid() {
+                let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+                self.exit = Some(Exit {
+                    status,
+                    cpu_ns: (us(ru.ru_utime) + us(ru.ru_stime)) * 1000,
+                    maxrss_kib: ru.ru_maxrss as u64,
+                    switches: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+                });
+            }
+        }
+        self.exit
+    }
+
+    /// Waits at most `timeout` for the process to exit, and reaps it.
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.try_reap() {
+                return Some(e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    let mut pfd = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = left.as_millis().clamp(1, 1000) as i32;
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, ms) };
+                }
+                None => thread::sleep(left.min(Duration::from_micros(100))),
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if self.exit.is_none() {
+            // SAFETY: the pid is our unreaped child, so it cannot have been reused.
+            unsafe { libc::kill(self.pid(), sig) };
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it is still there after EXIT_TIMEOUT. Reaps it.
+    fn stop(&mut self) -> Result<Exit, String> {
+        self.signal(libc::SIGTERM);
+        if let Some(e) = self.wait_timeout(EXIT_TIMEOUT) {
+            return Ok(e);
+        }
+        self.signal(libc::SIGKILL);
+        self.wait_timeout(EXIT_TIMEOUT);
+        Err(format!(
+            "{} did not exit within {EXIT_TIMEOUT:?} of SIGTERM",
+            self.what
+        ))
+    }
+
+    /// user + system CPU so far (ns): the process CPU clock (all threads, dead ones
+    /// too); the tick-granular utime + stime of /proc/PID/stat if that is refused.
+    fn cpu_ns(&self) -> Option<u64> {
+        let mut clock: libc::clockid_t = 0;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: out-parameters are valid.
+        if unsafe { libc::clock_getcpuclockid(self.pid(), &mut clock) } == 0
+            && unsafe { libc::clock_gettime(clock, &mut ts) } == 0
+        {
+            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        }
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(ticks * 1_000_000_000 / hz)
+    }
+
+    /// A `Vm*:` line of /proc/PID/status, in KiB.
+    fn status_kib(&self, key: &str) -> Option<u64> {
+        proc_status_field(&format!("/proc/{}/status", self.pid()), key)
+    }
+
+    /// Context switches of all threads: how often it woke up.
+    fn wakeups(&self) -> u64 {
+        let Ok(dir) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        dir.flatten()
+            .map(|t| {
+                let p = t.path().join("status");
+                let p = p.to_string_lossy();
+                proc_status_field(&p, "voluntary_ctxt_switches").unwrap_or(0)
+                    + proc_status_field(&p, "nonvoluntary_ctxt_switches").unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.signal(libc::SIGKILL);
+            if self.wait_timeout(EXIT_TIMEOUT).is_none() {
+                eprintln!(
+                    "warning: {} (pid {}) could not be reaped",
+                    self.what,
+                    self.pid()
+                );
+            }
+        }
+    }
+}
+
+fn proc_status_field(path: &str, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Forwards each stdout line of a child to a channel, so we can wait with a timeout.
+fn line_reader(out: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A free port: bind 127.0.0.1:0, read the port, close.
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local_addr: {e}"))
+}
+
+/// Whether some socket listens on `port` (IPv4 or IPv6), without connecting to it:
+/// socat and nc serve a single connection, so a probe connection would use it up.
+fn is_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let mut f = line.split_whitespace();
+                let local = f.nth(1).unwrap_or("");
+                let state = f.nth(1).unwrap_or("");
+                state == "0A"
+                    && local
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Receivers
+// ---------------------------------------------------------------------------------
+
+struct Ctx {
+    /// The server binary that runs: a copy of `server_origin` made at start.
+    server: PathBuf,
+    server_origin: PathBuf,
+    python_script: PathBuf,
+    /// The interpreter `python3` runs, resolved once: a version-manager shim
+    /// (pyenv) would add its own start-up to every measurement.
+    python: PathBuf,
+    self_exe: PathBuf,
+    tmp: PathBuf,
+    /// Receivers whose programs are installed.
+    available: Vec<Kind>,
+    notes: Vec<String>,
+    failures: Vec<String>,
+    server_logs: usize,
+}
+
+impl Ctx {
+    fn fail(&mut self, msg: String) {
+        status_line(&format!("FAIL: {msg}"), true);
+        self.failures.push(msg);
+    }
+}
+
+/// Progress on stderr: a line rewritten in place on a terminal; in a log (CI) only
+/// the lines that are kept.
+fn status_line(msg: &str, keep: bool) {
+    // SAFETY: isatty has no preconditions.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    match (tty, keep) {
+        (true, true) => eprintln!("\r\x1b[K{msg}"),
+        (true, false) => eprint!("\r\x1b[K{msg}"),
+        (false, true) => eprintln!("{msg}"),
+        (false, false) => {}
+    }
+}
+
+/// A running receiver: its processes (the last one prints the count lines).
+struct Receiver {
+    kind: Kind,
+    port: u16,
+    procs: Vec<Proc>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Receiver {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    fn cpu_ns(&self) -> Vec<u64> {
+        self.procs.iter().map(|p| p.cpu_ns().unwrap_or(0)).collect()
+    }
+
+    fn next_line(&self, timeout: Duration) -> Result<String, String> {
+        self.lines
+            .recv_timeout(timeout)
+            .map_err(|_| format!("{}: no count line within {timeout:?}", self.kind.key()))
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL), reaps them, and checks that the
+    /// receiver printed nothing more than what was consumed. Returns the exits.
+    fn stop(mut self) -> Result<Vec<Exit>, String> {
+        let mut exits = Vec::new();
+        let mut err = None;
+        for p in &mut self.procs {
+            match p.stop() {
+                Ok(e) => exits.push(e),
+                Err(e) => err = err.or(Some(e)),
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // The stdout pipe is closed now: every line it held has been forwarded or
+        // will be shortly.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        if let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            return Err(format!(
+                "{}: unexpected extra line {line:?}",
+                self.kind.key()
+            ));
+        }
+        Ok(exits)
+    }
+}
+
+fn start_receiver(
+    ctx: &mut Ctx,
+    kind: Kind,
+    port: u16,
+    config: Option<&Path>,
+) -> Result<Receiver, String> {
+    let p = port.to_string();
+    let mut procs = Vec::new();
+    let stdout;
+    match kind {
+        Kind::Reference | Kind::Server | Kind::Python => {
+            let mut cmd = match kind {
+                Kind::Reference => {
+                    let mut c = Command::new(&ctx.self_exe);
+                    c.arg("__reference").arg(&p);
+                    c
+                }
+                Kind::Server => {
+                    let mut c = Command::new(&ctx.server);
+                    if let Some(cfg) = config {
+                        c.arg("--config").arg(cfg);
+                    }
+                    c.arg(&p);
+                    // Its per-connection log lines (stderr when /dev/log is absent).
+                    ctx.server_logs += 1;
+                    let log = ctx.tmp.join(format!("server-{}.log", ctx.server_logs));
+                    let f =
+                        fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+                    c.stderr(f);
+                    c
+                }
+                _ => {
+                    let mut c = Command::new(&ctx.python);
+                    c.arg("-u").arg(&ctx.python_script).arg(&p);
+                    c
+                }
+            };
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            let mut proc = Proc::spawn(kind.key().to_string(), &mut cmd)?;
+            stdout = proc.child.stdout.take();
+            procs.push(proc);
+        }
+        Kind::Socat | Kind::Nc => {
+            let mut cmd = if kind == Kind::Socat {
+                let mut c = Command::new("socat");
+                c.arg("-u")
+                    .arg(format!("TCP-LISTEN:{port},reuseaddr"))
+                    .arg("-");
+                c
+            } else {
+                let mut c = Command::new("nc");
+                c.arg("-l").arg(&p);
+                c
+            };
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            let mut first = Proc::spawn(kind.key().to_string(), &mut cmd)?;
+            let pipe = first.child.stdout.take().expect("piped stdout");
+            procs.push(first);
+            let mut wc = Command::new("wc");
+            wc.arg("-c").stdin(pipe).stdout(Stdio::piped());
+            let mut wc = Proc::spawn("wc -c".to_string(), &mut wc)?;
+            stdout = wc.child.stdout.take();
+            procs.push(wc);
+        }
+    }
+    let stdout = stdout.ok_or("child stdout was not piped")?;
+    Ok(Receiver {
+        kind,
+        port,
+        procs,
+        lines: line_reader(stdout),
+    })
+}
+
+/// Starts a receiver on a fresh port and waits (without connecting) until it listens.
+fn spawn_receiver(ctx: &mut Ctx, kind: Kind, config: Option<&Path>) -> Result<Receiver, String> {
+    let mut last = String::new();
+    for _attempt in 0..3 {
+        let port = free_port()?;
+        let mut r = start_receiver(ctx, kind, port, config)?;
+        let t0 = Instant::now();
+        loop {
+            if is_listening(port) {
+                return Ok(r);
+            }
+            if let Some(e) = r.procs.iter_mut().find_map(|p| p.try_reap()) {
+                // Most likely the port was taken in between: try another one.
+                last = format!(
+                    "{} exited before listening ({})",
+                    kind.key(),
+                    describe_status(e.status)
+                );
+                break;
+            }
+            if t0.elapsed() > LISTEN_TIMEOUT {
+                last = format!(
+                    "{} not listening on {port} after {LISTEN_TIMEOUT:?}",
+                    kind.key()
+                );
+                break;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        // r is dropped here: its processes are killed and reaped.
+    }
+    Err(last)
+}
+
+// ---------------------------------------------------------------------------------
+// Sender
+// ---------------------------------------------------------------------------------
+
+/// A page-aligned buffer (an unaligned one costs the copying receivers, and the
+/// sender's own copy into the socket, noticeably).
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(len, 4096).expect("valid layout");
+        // SAFETY: non-zero size.
+        let ptr = unsafe { alloc::alloc(layout) };
+        assert!(!ptr.is_null(), "out of memory for the send buffer");
+        // SAFETY: freshly allocated, len bytes.
+        let slice = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        for (i, b) in slice.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        AlignedBuf { ptr, layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: initialized in new(), lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Sets TCP congestion control "cubic" on the socket (the machine's default `bbr`
+/// costs a loopback sender 40-50 %). Returns what the socket ends up using.
+fn set_cubic(s: &TcpStream) -> String {
+    let name = b"cubic";
+    // SAFETY: valid fd and buffer.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    let mut buf = [0u8; 16];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd and buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return "unknown".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(len as usize);
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| format!("SO_SNDTIMEO: {e}"))?;
+    Ok(s)
+}
+
+fn read_greeting(s: &mut TcpStream) -> Result<(), String> {
+    let mut g = [0u8; GREETING.len()];
+    s.read_exact(&mut g)
+        .map_err(|e| format!("reading the greeting: {e}"))?;
+    if g != GREETING {
+        return Err(format!(
+            "greeting {:?}, expected {:?}",
+            String::from_utf8_lossy(&g),
+            "accio\r\n"
+        ));
+    }
+    Ok(())
+}
+
+/// One transfer as a client does it: connect, wait for the greeting (if the receiver
+/// sends one), send `size` bytes, shut down writing, wait for the receiver to close.
+/// Returns the time from connect to the close.
+fn transfer(
+    addr: SocketAddr,
+    size: u64,
+    greets: bool,
+    buf: &AlignedBuf,
+) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let mut s = connect(addr)?;
+    set_cubic(&s);
+    if greets {
+        read_greeting(&mut s)?;
+    }
+    let data = buf.as_slice();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(data.len() as u64) as usize;
+        s.write_all(&data[..n])
+            .map_err(|e| format!("send ({} of {size} bytes sent): {e}", size - left))?;
+        left -= n as u64;
+    }
+    s.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown(SHUT_WR): {e}"))?;
+    let mut sink = [0u8; 64];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("waiting for the receiver to close: {e}")),
+        }
+    }
+    Ok(t0.elapsed())
+}
+
+// ---------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    cpu_secs: f64,
+    rss_kib: u64,
+    /// CPU of the sending thread (this process): where the ceiling comes from.
+    sender_cpu_secs: f64,
+    /// The receiver's context switches during the transfer: how often it slept.
+    switches: u64,
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn size_name(size: u64) -> String {
+    match size {
+        s if s >= 1 << 30 && s % (1 << 30) == 0 => format!("{} GiB", s >> 30),
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+/// One transfer to a fresh receiver: throughput, its CPU (delta across the transfer)
+/// and its peak RSS; checks its count line.
+fn measure_transfer(
+    ctx: &mut Ctx,
+    kind: Kind,
+    size: u64,
+    buf: &AlignedBuf,
+) -> Result<Sample, String> {
+    let mut r = spawn_receiver(ctx, kind, None)?;
+    let cpu0 = r.cpu_ns();
+    let switches0: Vec<u64> = r.procs.iter().map(Proc::wakeups).collect();
+    let sender0 = thread_cpu_secs();
+    let dur = transfer(r.addr(), size, kind.greets(), buf)
+        .map_err(|e| format!("{} {}: {e}", kind.key(), size_name(size)))?;
+    let sender_cpu_secs = thread_cpu_secs() - sender0;
+    let line = r.next_line(LINE_TIMEOUT)?;
+    if line.trim() != size.to_string() {
+        return Err(format!(
+            "{} {}: count line {line:?}, expected \"{size}\"",
+            kind.key(),
+            size_name(size)
+        ));
+    }
+    let (cpu_ns, rss_kib, switches) = if kind.one_shot() {
+        let (mut cpu, mut rss, mut switches) = (0, 0, 0);
+        for ((p, c0), s0) in r.procs.iter_mut().zip(&cpu0).zip(&switches0) {
+            let e = p
+                .wait_timeout(EXIT_TIMEOUT)
+                .ok_or_else(|| format!("{} did not exit after the transfer", p.what))?;
+            cpu += e.cpu_ns.saturating_sub(*c0);
+            rss += e.maxrss_kib;
+            switches += e.switches.saturating_sub(*s0);
+        }
+        (cpu, rss, switches)
+    } else {
+        let cpu: u64 = r
+            .cpu_ns()
+            .iter()
+            .zip(&cpu0)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .sum();
+        let rss = r
+            .procs
+            .iter()
+            .map(|p| p.status_kib("VmHWM").unwrap_or(0))
+            .sum();
+        let switches = r
+            .procs
+            .iter()
+            .zip(&switches0)
+            .map(|(p, s0)| p.wakeups().saturating_sub(*s0))
+            .sum();
+        (cpu, rss, switches)
+    };
+    r.stop()?;
+    Ok(Sample {
+        secs: dur.as_secs_f64(),
+        cpu_secs: cpu_ns as f64 / 1e9,
+        rss_kib,
+        sender_cpu_secs,
+        switches,
+    })
+}
+
+/// Sequential connections: connect, read the greeting, close; until all `n` lines
+/// ("0") are back. Returns connections per second.
+fn measure_conn_rate(ctx: &mut Ctx, kind: Kind, n: usize) -> Result<f64, String> {
+    let r = spawn_receiver(ctx, kind, None)?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let mut s = connect(r.addr()).map_err(|e| format!("{} connection {i}: {e}", kind.key()))?;
+        read_greeting(&mut s).map_err(|e| format!("{} connection {i}: {e}", kind.key()))?;
+    }
+    for i in 0..n {
+        let line = r.next_line(LINE_TIMEOUT)?;
+        if line.trim() != "0" {
+            return Err(format!(
+                "{} connection {i}: count line {line:?}, expected \"0\"",
+                kind.key()
+            ));
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    r.stop()?;
+    Ok(n as f64 / secs)
+}
+
+/// Start-to-listening (spawn until a connect succeeds, polling every ~50 µs) and
+/// SIGTERM-to-exit when idle. Returns (start s, stop s, exit status).
+fn measure_start_stop(ctx: &mut Ctx, kind: Kind) -> Result<(f64, f64, i32), String> {
+    let port = free_port()?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let t0 = Instant::now();
+    let mut r = start_receiver(ctx, kind, port, None)?;
+    let mut s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => break s,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if let Some(e) = r.procs[0].try_reap() {
+                    return Err(format!(
+                        "{} exited before listening ({})",
+                        kind.key(),
+                        describe_status(e.status)
+                    ));
+                }
+                if t0.elapsed() > LISTEN_TIMEOUT {
+                    return Err(format!(
+                        "{} not listening after {LISTEN_TIMEOUT:?}",
+                        kind.key()
+                    ));
+                }
+                thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) => return Err(format!("connect {addr}: {e}")),
+        }
+    };
+    let start = t0.elapsed().as_secs_f64();
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    read_greeting(&mut s).map_err(|e| format!("{}: {e}", kind.key()))?;
+    drop(s);
+    let line = r.next_line(LINE_TIMEOUT)?;
+    if line.trim() != "0" {
+        return Err(format!(
+            "{}: count line {line:?}, expected \"0\"",
+            kind.key()
+        ));
+    }
+    // Let it settle back into its idle wait.
+    thread::sleep(Duration::from_millis(20));
+    let t1 = Instant::now();
+    r.procs[0].signal(libc::SIGTERM);
+    let exit = r.procs[0].wait_timeout(EXIT_TIMEOUT);
+    let stop = t1.elapsed().as_secs_f64();
+    let exit = exit.ok_or_else(|| {
+        format!(
+            "{} still running {EXIT_TIMEOUT:?} after SIGTERM",
+            kind.key()
+        )
+    })?;
+    r.stop()?;
+    Ok((start, stop, exit.status))
+}
+
+struct IdleResult {
+    conns: usize,
+    idle_secs: f64,
+    rss_base_kib: u64,
+    rss_kib: u64,
+    cpu_secs: f64,
+    wakeups: u64,
+    exit_status: i32,
+}
+
+/// Many concurrent idle connections to the server: RSS, CPU while idle, then each
+/// sends a few bytes and closes and every count must come back right.
+fn measure_idle(
+    ctx: &mut Ctx,
+    n: usize,
+    idle: Duration,
+    buf: &AlignedBuf,
+) -> Result<IdleResult, String> {
+    let cfg = ctx.tmp.join("idle.toml");
+    let text = format!(
+        "max_connections = {}\nbacklog = 4096\nidle_timeout = \"120s\"\n",
+        n + 16
+    );
+    fs::write(&cfg, text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let r = spawn_receiver(ctx, Kind::Server, Some(&cfg))?;
+    thread::sleep(Duration::from_millis(50));
+    let rss_base_kib = r.procs[0].status_kib("VmRSS").unwrap_or(0);
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = connect(r.addr()).map_err(|e| format!("idle connection {i}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+        read_greeting(&mut s).map_err(|e| format!("idle connection {i}: {e}"))?;
+        streams.push(s);
+    }
+    thread::sleep(Duration::from_millis(100));
+    let p = &r.procs[0];
+    let cpu0 = p.cpu_ns().unwrap_or(0);
+    let w0 = p.wakeups();
+    let t0 = Instant::now();
+    thread::sleep(idle);
+    let cpu1 = p.cpu_ns().unwrap_or(0);
+    let w1 = p.wakeups();
+    let idle_secs = t0.elapsed().as_secs_f64();
+    let rss_kib = p.status_kib("VmRSS").unwrap_or(0);
+    let mut expected = Vec::with_capacity(n);
+    for (i, s) in streams.iter_mut().enumerate() {
+        let k = 1 + i % 97;
+        s.write_all(&buf.as_slice()[..k])
+            .map_err(|e| format!("idle connection {i}: send: {e}"))?;
+        s.shutdown(Shutdown::Write)
+            .map_err(|e| format!("idle connection {i}: shutdown: {e}"))?;
+        expected.push(k.to_string());
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .map_err(|e| format!("idle connection {i}: waiting for close: {e}"))?;
+    }
+    drop(streams);
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(r.next_line(LINE_TIMEOUT)?.trim().to_string());
+    }
+    expected.sort();
+    got.sort();
+    if got != expected {
+        let wrong: Vec<&String> = got
+            .iter()
+            .filter(|l| !expected.contains(l))
+            .take(5)
+            .collect();
+        return Err(format!(
+            "idle test: the {n} count lines differ from what was sent (e.g. {wrong:?})"
+        ));
+    }
+    let exits = r.stop()?;
+    Ok(IdleResult {
+        conns: n,
+        idle_secs,
+        rss_base_kib,
+        rss_kib,
+        cpu_secs: cpu1.saturating_sub(cpu0) as f64 / 1e9,
+        wakeups: w1.saturating_sub(w0),
+        exit_status: exits[0].status,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Statistics and formatting
+// ---------------------------------------------------------------------------------
+
+struct Stats {
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(v: &[f64]) -> Option<Stats> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    let med = if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    };
+    Some(Stats {
+        med,
+        min: s[0],
+        max: s[s.len() - 1],
+    })
+}
+
+/// Three significant digits, at most three decimals.
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell(s: &Option<Stats>) -> String {
+    match s {
+        Some(s) if s.min == s.max => num(s.med),
+        Some(s) => format!("{} ({}–{})", num(s.med), num(s.min), num(s.max)),
+        None => "–".to_string(),
+    }
+}
+
+/// Ratio of medians, and the spread of the per-round ratios (rounds are paired).
+fn ratio_cell(v: &[(usize, f64)], reference: &[(usize, f64)]) -> String {
+    let med = |x: &[(usize, f64)]| stats(&x.iter().map(|p| p.1).collect::<Vec<_>>()).map(|s| s.med);
+    let (Some(a), Some(b)) = (med(v), med(reference)) else {
+        return "–".to_string();
+    };
+    if b == 0.0 {
+        return "–".to_string();
+    }
+    let per_round: Vec<f64> = v
+        .iter()
+        .filter_map(|&(r, x)| {
+            reference
+                .iter()
+                .find(|p| p.0 == r)
+                .filter(|p| p.1 > 0.0)
+                .map(|p| x / p.1)
+        })
+        .collect();
+    match stats(&per_round) {
+        Some(s) if per_round.len() > 1 => {
+            format!("{}× ({}–{})", num(a / b), num(s.min), num(s.max))
+        }
+        _ => format!("{}×", num(a / b)),
+    }
+}
+
+fn machine_facts() -> Vec<String> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let nproc = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mtu = fs::read_to_string("/sys/class/net/lo/mtu")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cc = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    vec![
+        format!("date: {}", utc_now()),
+        format!(
+            "machine: `nproc` {nproc}, CPU {cpu}, kernel {kernel}, loopback MTU {mtu}, default congestion control {cc}"
+        ),
+    ]
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn utc_now() -> String {
+    // SAFETY: time/gmtime_r with valid out-parameters.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&t, &mut tm);
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min
+        )
+    }
+}
+
+fn in_path(prog: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|d| d.join(prog).is_file()))
+}
+
+/// The real interpreter behind `python3` (sys.executable).
+fn python_executable() -> Option<PathBuf> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import sys; print(sys.executable)"]);
+    let (ok, stdout) = probe(cmd)?;
+    let path = PathBuf::from(stdout.trim());
+    (ok && path.is_file()).then_some(path)
+}
+
+/// Runs a short probe command with a timeout: (exited 0, stdout + stderr).
+fn probe(mut cmd: Command) -> Option<(bool, String)> {
+    let path = env::temp_dir().join(format!("accio-probe-{}", std::process::id()));
+    let out = fs::File::create(&path).ok()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().ok()?)
+        .stderr(out);
+    let mut p = Proc::spawn("probe".to_string(), &mut cmd).ok()?;
+    let exit = p.wait_timeout(EXIT_TIMEOUT);
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let _ = fs::remove_file(&path);
+    Some((exit.is_some_and(|e| exited_zero(e.status)), text))
+}
+
+fn raise_nofile() -> u64 {
+    // SAFETY: valid out-parameter.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        }
+        rl.rlim_cur
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__reference") {
+        return reference_main(args.get(1).map(String::as_str).unwrap_or(""));
+    }
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ERROR: {e}\n{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    match run(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// (round, value): rounds are paired across receivers, for the per-round ratios.
+type Series = Vec<(usize, f64)>;
+
+fn median(v: &Series) -> Option<f64> {
+    stats(&v.iter().map(|p| p.1).collect::<Vec<_>>()).map(|s| s.med)
+}
+
+fn stats_cell(v: &Series) -> String {
+    cell(&stats(&v.iter().map(|p| p.1).collect::<Vec<_>>()))
+}
+
+/// Everything one run measured.
+struct Results {
+    /// Transfer receivers, in table order.
+    kinds: Vec<Kind>,
+    /// Per size, per receiver: throughput MB/s, CPU s/GiB, peak RSS MiB.
+    tput: Vec<Vec<Series>>,
+    cpu: Vec<Vec<Series>>,
+    rss: Vec<Vec<Series>>,
+    /// The sender's CPU s/GiB.
+    sender: Vec<Vec<Series>>,
+    /// The receiver's context switches per MiB.
+    switches: Vec<Vec<Series>>,
+    transfers_checked: usize,
+    /// Receivers that serve many connections (socat and nc serve one).
+    multi: Vec<Kind>,
+    /// Per receiver in `multi`: connections/s, start → listening ms, SIGTERM → exit ms.
+    rates: Vec<Series>,
+    starts: Vec<Series>,
+    stops: Vec<Series>,
+    idle: Option<IdleResult>,
+    congestion: String,
+    load_start: String,
+    nofile: u64,
+}
+
+fn run(opts: &Opts) -> Result<bool, String> {
+    let started = Instant::now();
+    // Precise sleeps when polling for start-up and exit.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+    let nofile = raise_nofile();
+    let mut ctx = setup(opts)?;
+    let buf = AlignedBuf::new(CHUNK);
+    let congestion = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| {
+        let s = TcpStream::connect(l.local_addr()?)?;
+        Ok(set_cubic(&s))
+    }) {
+        Ok(cc) => cc,
+        Err(e) => format!("unknown ({e})"),
+    };
+    let kinds = ctx.available.clone();
+    let multi: Vec<Kind> = kinds.iter().copied().filter(|k| !k.one_shot()).collect();
+    let per_size = vec![vec![Vec::new(); kinds.len()]; opts.sizes.len()];
+    let mut res = Results {
+        tput: per_size.clone(),
+        cpu: per_size.clone(),
+        rss: per_size.clone(),
+        sender: per_size.clone(),
+        switches: per_size,
+        kinds,
+        transfers_checked: 0,
+        rates: vec![Vec::new(); multi.len()],
+        starts: vec![Vec::new(); multi.len()],
+        stops: vec![Vec::new(); multi.len()],
+        multi,
+        idle: None,
+        congestion,
+        load_start: loadavg(),
+        nofile,
+    };
+    run_transfers(opts, &mut ctx, &buf, &mut res);
+    if opts.extras {
+        run_extras(opts, &mut ctx, &buf, &mut res);
+    }
+    let out = report(opts, &ctx, &res, started);
+    print!("{out}");
+    let _ = io::stdout().flush();
+    if ctx.failures.is_empty() {
+        let _ = fs::remove_dir_all(&ctx.tmp);
+    } else {
+        eprintln!("server logs kept in {}", ctx.tmp.display());
+    }
+    Ok(ctx.failures.is_empty())
+}
+
+/// Finds the server binary, the peers that are installed, a scratch directory.
+fn setup(opts: &Opts) -> Result<Ctx, String> {
+    let server = env::var_os("ACCIO_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_server")));
+    if !server.is_file() {
+        return Err(format!("server binary {} does not exist", server.display()));
+    }
+    let tmp = env::temp_dir().join(format!("accio-bench-{}", std::process::id()));
+    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // Run copies, so that a rebuild during the run cannot mix two builds in one table.
+    let copy = |from: &Path, name: &str| {
+        let to = tmp.join(name);
+        fs::copy(from, &to)
+            .map(|_| to)
+            .map_err(|e| format!("copying {} to {}: {e}", from.display(), tmp.display()))
+    };
+    let self_exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut ctx = Ctx {
+        server: copy(&server, "server")?,
+        server_origin: server,
+        python_script: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/textbook_server.py"),
+        python: PathBuf::from("python3"),
+        self_exe: copy(&self_exe, "throughput")?,
+        tmp,
+        available: Vec::new(),
+        notes: Vec::new(),
+        failures: Vec::new(),
+        server_logs: 0,
+    };
+    for &k in &opts.kinds {
+        let missing = match k {
+            Kind::Reference | Kind::Server => None,
+            Kind::Socat => {
+                (!in_path("socat")).then_some("socat is not installed (apt-get install -y socat)")
+            }
+            Kind::Nc => {
+                let mut nc = Command::new("nc");
+                nc.arg("-h");
+                let openbsd = probe(nc).is_some_and(|(_, text)| text.contains("OpenBSD"));
+                (!openbsd)
+                    .then_some("OpenBSD nc is not installed (apt-get install -y netcat-openbsd)")
+            }
+            Kind::Python => match python_executable() {
+                Some(py) => {
+                    ctx.python = py;
+                    None
+                }
+                None => Some("python3 is not installed"),
+            },
+        };
+        match missing {
+            Some(why) => ctx.notes.push(format!("skipped {}: {why}", k.key())),
+            None if k.one_shot() && !in_path("wc") => ctx
+                .notes
+                .push(format!("skipped {}: wc is not installed", k.key())),
+            None => ctx.available.push(k),
+        }
+    }
+    Ok(ctx)
+}
+
+/// For each size, `rounds` rounds; in each round every receiver once, the order
+/// reversed every other round so that drift hits all of them alike.
+fn run_transfers(opts: &Opts, ctx: &mut Ctx, buf: &AlignedBuf, res: &mut Results) {
+    let n = res.kinds.len();
+    for (si, &size) in opts.sizes.iter().enumerate() {
+        status_line(
+            &format!("transfers of {}, {} rounds", size_name(size), opts.rounds),
+            true,
+        );
+        for round in 0..opts.rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            };
+            for ki in order {
+                let kind = res.kinds[ki];
+                let what = format!("{} round {}/{}", size_name(size), round + 1, opts.rounds);
+                status_line(&format!("{what}: {}", kind.key()), false);
+                match measure_transfer(ctx, kind, size, buf) {
+                    Ok(s) => {
+                        res.transfers_checked += 1;
+                        res.tput[si][ki].push((round, size as f64 / s.secs / 1e6));
+                        res.cpu[si][ki].push((round, s.cpu_secs / (size as f64 / GIB)));
+                        res.rss[si][ki].push((round, s.rss_kib as f64 / 1024.0));
+                        let gib = size as f64 / GIB;
+                        res.sender[si][ki].push((round, s.sender_cpu_secs / gib));
+                        let mib = size as f64 / (1 << 20) as f64;
+                        res.switches[si][ki].push((round, s.switches as f64 / mib));
+                    }
+                    Err(e) => ctx.fail(e),
+                }
+            }
+        }
+    }
+    status_line("", false);
+}
+
+/// Connection rate, start and stop latency (interleaved), then the idle test.
+fn run_extras(opts: &Opts, ctx: &mut Ctx, buf: &AlignedBuf, res: &mut Results) {
+    let what = format!(
+        "sequential connection rate, {} rounds of {}",
+        opts.conn_rounds, opts.conns
+    );
+    status_line(&what, true);
+    for round in 0..opts.conn_rounds {
+        for (ki, &k) in res.multi.iter().enumerate() {
+            let what = format!("connection rate round {}/{}", round + 1, opts.conn_rounds);
+            status_line(&format!("{what}: {}", k.key()), false);
+            match measure_conn_rate(ctx, k, opts.conns) {
+                Ok(r) => res.rates[ki].push((round, r)),
+                Err(e) => ctx.fail(e),
+            }
+        }
+    }
+    status_line(
+        &format!("start and stop latency, {} rounds", opts.start_rounds),
+        true,
+    );
+    for round in 0..opts.start_rounds {
+        for (ki, &k) in res.multi.iter().enumerate() {
+            let what = format!("start/stop round {}/{}", round + 1, opts.start_rounds);
+            status_line(&format!("{what}: {}", k.key()), false);
+            match measure_start_stop(ctx, k) {
+                Ok((start, stop, status)) => {
+                    res.starts[ki].push((round, start * 1e3));
+                    res.stops[ki].push((round, stop * 1e3));
+                    if k == Kind::Server && !exited_zero(status) {
+                        ctx.fail(format!(
+                            "server ended with {} after SIGTERM (the contract says exit 0)",
+                            describe_status(status)
+                        ));
+                    }
+                }
+                Err(e) => ctx.fail(e),
+            }
+        }
+    }
+    let what = format!(
+        "{} concurrent idle connections to the server",
+        opts.idle_conns
+    );
+    status_line(&what, true);
+    match measure_idle(ctx, opts.idle_conns, opts.idle_time, buf) {
+        Ok(r) => {
+            if !exited_zero(r.exit_status) {
+                ctx.fail(format!(
+                    "server ended with {} after SIGTERM (idle test)",
+                    describe_status(r.exit_status)
+                ));
+            }
+            res.idle = Some(r);
+        }
+        Err(e) => ctx.fail(e),
+    }
+}
+
+fn exited_zero(status: i32) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// The Markdown report.
+fn report(opts: &Opts, ctx: &Ctx, res: &Results, started: Instant) -> String {
+    let mut w = String::new();
+    let mode = if opts.smoke { "smoke run" } else { "full run" };
+    let _ = writeln!(w, "## accio-server throughput benchmark ({mode})\n");
+    for fact in machine_facts() {
+        let _ = writeln!(w, "- {fact}");
+    }
+    let _ = writeln!(
+        w,
+        "- load average at start {}, at end {} (other work on the machine shows here)",
+        res.load_start,
+        loadavg()
+    );
+    let _ = writeln!(
+        w,
+        "- sender: this process, page-aligned 1 MiB buffer, congestion control on its \
+         sockets: {}; {} interleaved rounds per size, a fresh receiver process per transfer",
+        res.congestion, opts.rounds
+    );
+    let _ = writeln!(
+        w,
+        "- server: `{}`; RLIMIT_NOFILE {}",
+        ctx.server_origin.display(),
+        res.nofile
+    );
+    let _ = writeln!(
+        w,
+        "\nCells: median (min–max) over the rounds. × ref: ratio of the medians to the \
+         reference's (min–max of the per-round ratios).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| size | receiver | throughput MB/s | × ref | CPU s/GiB | × ref | peak RSS MiB | × ref \
+         | sender CPU s/GiB | receiver sleeps/MiB |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let ri = res.kinds.iter().position(|&k| k == Kind::Reference);
+    for (si, &size) in opts.sizes.iter().enumerate() {
+        for (ki, &k) in res.kinds.iter().enumerate() {
+            let _ = write!(w, "| {} | {} ", size_name(size), k.name());
+            for metric in [&res.tput, &res.cpu, &res.rss] {
+                let v = &metric[si][ki];
+                let ratio = match ri {
+                    Some(ri) if ri != ki => ratio_cell(v, &metric[si][ri]),
+                    _ => String::new(),
+                };
+                let _ = write!(w, "| {} | {} ", stats_cell(v), ratio);
+            }
+            let _ = writeln!(
+                w,
+                "| {} | {} |",
+                stats_cell(&res.sender[si][ki]),
+                median(&res.switches[si][ki]).map_or("–".to_string(), num)
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nEvery transfer's count line was checked: {} correct.",
+        res.transfers_checked
+    );
+    if opts.extras {
+        let _ = writeln!(
+            w,
+            "\n| test | receiver | median (min–max) | × ref |\n| --- | --- | ---: | ---: |"
+        );
+        let mri = res.multi.iter().position(|&k| k == Kind::Reference);
+        let tests = [
+            (
+                "sequential connections/s (connect, greeting, close)",
+                &res.rates,
+            ),
+            ("start → listening, ms", &res.starts),
+            ("SIGTERM → exit when idle, ms", &res.stops),
+        ];
+        for (name, data) in tests {
+            for (ki, &k) in res.multi.iter().enumerate() {
+                let ratio = match mri {
+                    Some(ri) if ri != ki => ratio_cell(&data[ki], &data[ri]),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    w,
+                    "| {name} | {} | {} | {ratio} |",
+                    k.name(),
+                    stats_cell(&data[ki])
+                );
+            }
+        }
+        let _ = writeln!(
+            w,
+            "\nConnection rate: {} connections per round, {} rounds; start/stop: {} rounds.",
+            opts.conns, opts.conn_rounds, opts.start_rounds
+        );
+        if let Some(r) = &res.idle {
+            let _ = writeln!(
+                w,
+                "\n{} concurrent idle connections to the server: RSS {} MiB (the idle server \
+                 before them: {} MiB); CPU while idle for {:.1} s: {:.1} ms, {} wake-ups; all {} \
+                 counts right after each sent a few bytes and closed.",
+                r.conns,
+                num(r.rss_kib as f64 / 1024.0),
+                num(r.rss_base_kib as f64 / 1024.0),
+                r.idle_secs,
+                r.cpu_secs * 1e3,
+                r.wakeups,
+                r.conns
+            );
+        }
+    }
+    write_targets(&mut w, opts, res);
+    for n in &ctx.notes {
+        let _ = writeln!(w, "\nNote: {n}");
+    }
+    if opts.smoke {
+        let _ = writeln!(
+            w,
+            "\nSmoke run: small sizes and few rounds; its numbers and targets mean nothing."
+        );
+    }
+    let _ = writeln!(w, "\nRun time {:.1} s.", started.elapsed().as_secs_f64());
+    if !ctx.failures.is_empty() {
+        let _ = writeln!(w, "\n### FAILURES\n");
+        for f in &ctx.failures {
+            let _ = writeln!(w, "- {f}");
+        }
+    }
+    w
+}
+
+/// Issue 5's targets, judged on this run's medians.
+fn write_targets(w: &mut String, opts: &Opts, res: &Results) {
+    let _ = writeln!(
+        w,
+        "\n### Issue 5 targets (this run)\n\n| target | measured | met |\n| --- | --- | --- |"
+    );
+    let mut target = |name: &str, measured: Option<(String, bool)>| {
+        let (m, ok) = match measured {
+            Some((m, ok)) => (m, if ok { "yes" } else { "**no**" }),
+            None => ("not measured in this run".to_string(), "–"),
+        };
+        let _ = writeln!(w, "| {name} | {m} | {ok} |");
+    };
+    let si_of = |size: u64| opts.sizes.iter().position(|&s| s == size);
+    let server = res.kinds.iter().position(|&k| k == Kind::Server);
+    let reference = res.kinds.iter().position(|&k| k == Kind::Reference);
+    let at = |metric: &Vec<Vec<Series>>, size: u64, ki: Option<usize>| {
+        median(&metric[si_of(size)?][ki?])
+    };
+    let ratio_at = |metric: &Vec<Vec<Series>>, size: u64| {
+        let b = at(metric, size, reference)?;
+        Some(at(metric, size, server)? / b).filter(|_| b > 0.0)
+    };
+    target(
+        "1 GiB throughput ≥ 0.95× reference",
+        ratio_at(&res.tput, 1 << 30).map(|r| (format!("{}×", num(r)), r >= 0.95)),
+    );
+    for size in [1u64 << 30, 4 << 30] {
+        target(
+            &format!("CPU per GiB ≤ 1.2× reference ({})", size_name(size)),
+            ratio_at(&res.cpu, size).map(|r| (format!("{}×", num(r)), r <= 1.2)),
+        );
+    }
+    target(
+        "peak RSS ≤ 4 MiB during a 4 GiB transfer",
+        at(&res.rss, 4 << 30, server).map(|m| (format!("{} MiB", num(m)), m <= 4.0)),
+    );
+    let largest = opts.sizes.iter().copied().max().unwrap_or(0);
+    let growth = match (at(&res.rss, 1 << 20, server), at(&res.rss, largest, server)) {
+        (Some(a), Some(b)) if largest > 1 << 20 => Some((a, b)),
+        _ => None,
+    };
+    target(
+        &format!("no RSS growth from 1 MiB to {}", size_name(largest)),
+        growth.map(|(a, b)| {
+            let d = (b - a) * 1024.0;
+            (
+                format!("{} → {} MiB ({d:+.0} KiB)", num(a), num(b)),
+                d <= 256.0,
+            )
+        }),
+    );
+    let ms = res.multi.iter().position(|&k| k == Kind::Server);
+    let mr = res.multi.iter().position(|&k| k == Kind::Reference);
+    let rate_ratio = ms
+        .zip(mr)
+        .and_then(|(s, r)| Some(median(&res.rates[s])? / median(&res.rates[r])?));
+    target(
+        "sequential connection rate ≥ 0.9× reference",
+        rate_ratio.map(|r| (format!("{}×", num(r)), r >= 0.9)),
+    );
+    let start = ms.and_then(|s| median(&res.starts[s]));
+    target(
+        "start to listening ≤ 5 ms",
+        start.map(|m| (format!("{} ms", num(m)), m <= 5.0)),
+    );
+    let stop = ms.and_then(|s| median(&res.stops[s]));
+    target(
+        "SIGTERM to exit ≤ 5 ms when idle",
+        stop.map(|m| (format!("{} ms", num(m)), m <= 5.0)),
+    );
+    let idle = res.idle.as_ref();
+    target(
+        &format!("{} idle connections: ≤ 32 MiB RSS", opts.idle_conns),
+        idle.map(|r| {
+            (
+                format!("{} MiB", num(r.rss_kib as f64 / 1024.0)),
+                r.rss_kib <= 32 * 1024,
+            )
+        }),
+    );
+    target(
+        &format!("{} idle connections: all counted right", opts.idle_conns),
+        idle.map(|r| (format!("{} of {}", r.conns, r.conns), true)),
+    );
+    target(
+        "no CPU while idle",
+        idle.map(|r| {
+            let m = format!(
+                "{:.1} ms CPU, {} wake-ups in {:.1} s",
+                r.cpu_secs * 1e3,
+                r.wakeups,
+                r.idle_secs
+            );
+            (m, r.cpu_secs <= 0.001)
+        }),
+    );
+}

@@ -1,0 +1,223 @@
+//! The command line: `server [OPTIONS] [PORT]`.
+//!
+//! Parsing is strict on purpose. `u16::from_str` accepts `+5000` and `0`,
+//! which SPEC.md rejects, so PORT has its own parser. clap renders help and
+//! reports unknown options, but its own error exit (status 2, `error:`) is
+//! replaced by the contract's `ERROR:` line and status 64.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, Command, value_parser};
+
+use crate::error::Error;
+
+/// What the user asked for on the command line, before any file is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    /// Overrides `port` from the configuration file.
+    pub port: Option<u16>,
+    /// The TOML file to read at start and on every SIGHUP.
+    pub config: Option<PathBuf>,
+    /// Validate everything, print one line, bind nothing.
+    pub check_config: bool,
+}
+
+/// The outcome of parsing: run the server, or print text (help, version).
+#[derive(Debug)]
+pub enum Action {
+    Run(Args),
+    /// Text for stdout, after which the process exits 0.
+    Print(String),
+}
+
+const ABOUT: &str = "Accio protocol server: greets every TCP client with \"accio\\r\\n\", \
+counts the bytes it sends until it closes, and prints one line per connection on stdout.";
+
+const AFTER_HELP: &str = "\
+OUTPUT
+    One line per accepted connection on stdout, written in one write(2) before
+    the connection is closed: the decimal number of bytes the client sent, when
+    it closed its sending side in order; or ERROR, when it stayed silent for
+    idle_timeout (default 10s), reset the connection, could not be greeted, or
+    was still open when the server stopped. Nothing else is written to stdout.
+
+SIGNALS
+    SIGTERM, SIGINT, SIGQUIT  stop accepting, give open connections
+                              shutdown_grace (default 0s), end the rest with
+                              ERROR, exit 0. A second signal ends the grace.
+    SIGHUP                    reload the --config file; idle_timeout,
+                              max_connections, shutdown_grace and [log] apply
+                              at once, port/bind/backlog need a restart. An
+                              invalid file is logged and changes nothing.
+
+SYSTEMD
+    Socket activation (LISTEN_FDS/LISTEN_PID) is used when present: every
+    inherited listening TCP socket is served and nothing is bound. With
+    NOTIFY_SOCKET set the server sends READY=1, STATUS=, RELOADING=1,
+    STOPPING=1 and, with WATCHDOG_USEC, WATCHDOG=1.
+
+DIAGNOSTICS
+    To syslog (identifier accio-server, facility daemon) when /dev/log
+    accepts messages, else to stderr; see [log] in the configuration.
+    Read them with: journalctl -t accio-server
+
+EXIT STATUS
+    0   stopped by SIGTERM/SIGINT/SIGQUIT, or --help/--version/--check-config
+    64  bad or missing PORT, unknown option, extra argument
+    71  socket, bind or listen failure; an inherited fd that is not a
+        listening TCP socket
+    78  configuration file unreadable or invalid
+
+EXAMPLES
+    server 5000
+    server --config /etc/accio-server/server.toml
+    server --config ./server.toml --check-config";
+
+/// The clap definition; also the source of the man page.
+pub fn command() -> Command {
+    Command::new("server")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT)
+        .after_help(AFTER_HELP)
+        .arg(
+            Arg::new("port")
+                .value_name("PORT")
+                .help("TCP port to listen on, 1-65535 (overrides `port` from the config file)")
+                .allow_negative_numbers(true)
+                .value_parser(parse_port),
+        )
+        .arg(
+            Arg::new("config")
+                .short('c')
+                .long("config")
+                .value_name("FILE")
+                .help("Read settings from this TOML file (and again on SIGHUP)")
+                .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("Validate the command line and the config file, print one line to stderr, bind nothing"),
+        )
+}
+
+/// Parse argv (including the program name) into an [`Action`].
+pub fn parse<I, T>(argv: I) -> Result<Action, Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Ok(Action::Print(e.to_string()))
+                }
+                _ => Err(Error::Usage(usage_message(&e.to_string()))),
+            };
+        }
+    };
+    Ok(Action::Run(Args {
+        port: matches.get_one::<u16>("port").copied(),
+        config: matches.get_one::<PathBuf>("config").cloned(),
+        check_config: matches.get_flag("check-config"),
+    }))
+}
+
+/// Turn clap's multi-line `error: ...` report into the contract's one
+/// `ERROR:` line plus a hint.
+fn usage_message(clap_text: &str) -> String {
+    let first = clap_text.lines().next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let tip = clap_text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tip:"))
+        .map(|t| format!("\n  {t}"))
+        .unwrap_or_default();
+    format!("{first}{tip}\nUsage: server [OPTIONS] [PORT]; try 'server --help'")
+}
+
+/// PORT as SPEC.md defines it: ASCII digits only (leading zeros allowed),
+/// value 1 to 65535.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    let bad = || format!("PORT must be a number from 1 to 65535 written in digits, not '{s}'");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let significant = s.trim_start_matches('0');
+    if significant.len() > 5 {
+        return Err(bad());
+    }
+    match significant.parse::<u32>() {
+        Ok(n @ 1..=65535) => Ok(n as u16),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_accepts_digits_in_range() {
+        assert_eq!(parse_port("1"), Ok(1));
+        assert_eq!(parse_port("5000"), Ok(5000));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        assert_eq!(parse_port("0005000"), Ok(5000));
+        assert_eq!(parse_port("000000000000000080"), Ok(80));
+    }
+
+    #[test]
+    fn port_rejects_everything_else() {
+        for bad in [
+            "0",
+            "00",
+            "65536",
+            "-1",
+            "+5000",
+            " 5000",
+            "5000 ",
+            "5000abc",
+            "0x50",
+            "",
+            "99999999999",
+            "５０００",
+        ] {
+            assert!(parse_port(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn usage_errors_become_one_error_line() {
+        for argv in [
+            vec!["server", "--bogus"],
+            vec!["server", "1", "2"],
+            vec!["server", "0x50"],
+            vec!["server", "-1"],
+            vec!["server", "--config"],
+        ] {
+            match parse(&argv) {
+                Err(Error::Usage(m)) => assert!(!m.starts_with("error"), "{m}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_forms() {
+        for argv in [
+            vec!["server", "-c", "f.toml"],
+            vec!["server", "--config", "f.toml"],
+            vec!["server", "--config=f.toml"],
+        ] {
+            match parse(&argv) {
+                Ok(Action::Run(a)) => assert_eq!(a.config, Some(PathBuf::from("f.toml"))),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
+}

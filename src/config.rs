@@ -1,0 +1,460 @@
+//! The TOML configuration file, merged with the command line into
+//! [`Settings`].
+//!
+//! Parsing is two-step so that every error can name its key and position:
+//! serde (with `deny_unknown_fields`) turns the text into typed values and
+//! validates ranges; when it fails, the byte span it reports is mapped back
+//! to the dotted key that holds it with toml's spanned `DeTable`, and to a
+//! 1-based line and column.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use crate::cli::Args;
+use crate::error::Error;
+use crate::log::{Level, Target};
+
+/// The effective configuration: defaults, overlaid by the file, overlaid by
+/// the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// None only under socket activation, where nothing is bound.
+    pub port: Option<u16>,
+    pub bind: IpAddr,
+    /// Restarted by every received byte; a connection silent this long ends
+    /// with ERROR.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a stop waits for open connections before ending them.
+    pub shutdown_grace: Duration,
+    pub backlog: u16,
+    pub log_target: Target,
+    pub log_level: Level,
+    /// Where these settings came from, for the start line.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: None,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            shutdown_grace: Duration::ZERO,
+            backlog: 128,
+            log_target: Target::Auto,
+            log_level: Level::Info,
+            source: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Build the settings for a start: read `args.config` if given and
+    /// apply the command line on top.
+    pub fn load(args: &Args) -> Result<Settings, Error> {
+        let mut settings = match &args.config {
+            Some(path) => from_file(path)?,
+            None => Settings::default(),
+        };
+        if args.port.is_some() {
+            settings.port = args.port;
+        }
+        Ok(settings)
+    }
+
+    /// A one-line description of what changed from `self` to `new`, split
+    /// into what applies at once and what needs a restart.
+    pub fn diff(&self, new: &Settings) -> (Vec<String>, Vec<String>) {
+        let mut live = Vec::new();
+        let mut restart = Vec::new();
+        let note = |list: &mut Vec<String>, key: &str, old: String, new: String| {
+            if old != new {
+                list.push(format!("{key} {old} -> {new}"));
+            }
+        };
+        let port = |p: Option<u16>| p.map_or("unset".to_string(), |p| p.to_string());
+        note(&mut restart, "port", port(self.port), port(new.port));
+        note(
+            &mut restart,
+            "bind",
+            self.bind.to_string(),
+            new.bind.to_string(),
+        );
+        note(
+            &mut restart,
+            "backlog",
+            self.backlog.to_string(),
+            new.backlog.to_string(),
+        );
+        note(
+            &mut live,
+            "idle_timeout",
+            fmt_duration(self.idle_timeout),
+            fmt_duration(new.idle_timeout),
+        );
+        note(
+            &mut live,
+            "max_connections",
+            self.max_connections.to_string(),
+            new.max_connections.to_string(),
+        );
+        note(
+            &mut live,
+            "shutdown_grace",
+            fmt_duration(self.shutdown_grace),
+            fmt_duration(new.shutdown_grace),
+        );
+        note(
+            &mut live,
+            "log.target",
+            self.log_target.to_string(),
+            new.log_target.to_string(),
+        );
+        note(
+            &mut live,
+            "log.level",
+            self.log_level.to_string(),
+            new.log_level.to_string(),
+        );
+        (live, restart)
+    }
+}
+
+/// Render a duration the way the configuration file writes it.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// Read and validate a configuration file.
+pub fn from_file(path: &Path) -> Result<Settings, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read configuration file {}: {}",
+            path.display(),
+            describe_io(&e)
+        ))
+    })?;
+    from_str(&text, path)
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file (check the --config path)".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (check the file's mode and owner)".into()
+        }
+        std::io::ErrorKind::IsADirectory => "it is a directory, not a file".into(),
+        std::io::ErrorKind::InvalidData => "it is not UTF-8 text".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Parse configuration text; `path` is only used in messages.
+pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let mut msg = format!("invalid configuration file {}", path.display());
+        if let Some(span) = e.span() {
+            let (line, col) = line_col(text, span.start);
+            if let Some(key) = key_at(text, span.start) {
+                msg.push_str(&format!(": key `{key}`"));
+            }
+            msg.push_str(&format!(" at line {line}, column {col}"));
+        }
+        msg.push_str(&format!(": {}", e.message().trim_end()));
+        Error::Config(msg)
+    })?;
+    let mut s = Settings {
+        source: Some(path.to_path_buf()),
+        ..Settings::default()
+    };
+    if let Some(Port(p)) = file.port {
+        s.port = Some(p);
+    }
+    if let Some(Ip(ip)) = file.bind {
+        s.bind = ip;
+    }
+    if let Some(Positive(d)) = file.idle_timeout {
+        s.idle_timeout = d;
+    }
+    if let Some(AtLeastOne(n)) = file.max_connections {
+        s.max_connections = n;
+    }
+    if let Some(Dur(d)) = file.shutdown_grace {
+        s.shutdown_grace = d;
+    }
+    if let Some(Backlog(b)) = file.backlog {
+        s.backlog = b;
+    }
+    if let Some(log) = file.log {
+        if let Some(t) = log.target {
+            s.log_target = t;
+        }
+        if let Some(l) = log.level {
+            s.log_level = l;
+        }
+    }
+    Ok(s)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The dotted key whose name or value covers byte `offset`, if the text is
+/// syntactically valid TOML.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    find_key(root.get_ref(), offset)
+}
+
+/// Tables are searched whole: a `[log]` header's span does not cover the
+/// keys below it.
+fn find_key(table: &toml::de::DeTable<'_>, offset: usize) -> Option<String> {
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        if key.span().contains(&offset) {
+            return Some(name);
+        }
+        if let Some(inner) = value.get_ref().as_table() {
+            if let Some(sub) = find_key(inner, offset) {
+                return Some(format!("{name}.{sub}"));
+            }
+        } else if value.span().contains(&offset) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// The file's shape. Every field has its own type so that range errors are
+/// reported by serde with the value's span.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    port: Option<Port>,
+    bind: Option<Ip>,
+    idle_timeout: Option<Positive>,
+    max_connections: Option<AtLeastOne>,
+    shutdown_grace: Option<Dur>,
+    backlog: Option<Backlog>,
+    log: Option<LogSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    target: Option<Target>,
+    level: Option<Level>,
+}
+
+struct Port(u16);
+struct Ip(IpAddr);
+struct Dur(Duration);
+struct Positive(Duration);
+struct AtLeastOne(usize);
+struct Backlog(u16);
+
+fn int_in<'de, D: Deserializer<'de>>(d: D, lo: i64, hi: i64, what: &str) -> Result<i64, D::Error> {
+    let n = i64::deserialize(d)?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(de::Error::custom(format!("{n} is out of range: {what}")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 1, 65535, "a port is 1 to 65535").map(|n| Port(n as u16))
+    }
+}
+
+impl<'de> Deserialize<'de> for Backlog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 1, 65535, "the backlog is 1 to 65535").map(|n| Backlog(n as u16))
+    }
+}
+
+impl<'de> Deserialize<'de> for AtLeastOne {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 1, 1_000_000, "max_connections is 1 to 1000000").map(|n| AtLeastOne(n as usize))
+    }
+}
+
+impl<'de> Deserialize<'de> for Ip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Ip).map_err(|_| {
+            de::Error::custom(format!(
+                "\"{s}\" is not an IP address (write an IPv4 or IPv6 literal such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"; host names are not accepted)"
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Dur(dur) = Dur::deserialize(d)?;
+        if dur.is_zero() {
+            return Err(de::Error::custom(
+                "the timeout must be greater than zero (e.g. \"10s\")",
+            ));
+        }
+        Ok(Positive(dur))
+    }
+}
+
+/// `^[0-9]+(ms|s|m|h)$`, as SPEC.md writes durations.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "\"{s}\" is not a duration (write a whole number with a unit: \"500ms\", \"10s\", \"2m\", \"1h\")"
+        )
+    };
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per)
+        .filter(|&ms| ms <= 365 * 24 * 3_600_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("\"{s}\" is too long (at most a year)"))
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(Target::Auto),
+            "syslog" => Ok(Target::Syslog),
+            "stderr" => Ok(Target::Stderr),
+            _ => Err(de::Error::custom(format!(
+                "\"{s}\" is not a log target (use \"auto\", \"syslog\" or \"stderr\")"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "error" => Ok(Level::Err),
+            "warning" => Ok(Level::Warning),
+            "info" => Ok(Level::Info),
+            "debug" => Ok(Level::Debug),
+            _ => Err(de::Error::custom(format!(
+                "\"{s}\" is not a log level (use \"error\", \"warning\", \"info\" or \"debug\")"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Target::Auto => "auto",
+            Target::Syslog => "syslog",
+            Target::Stderr => "stderr",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, String> {
+        from_str(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let s = parse("").expect("empty file");
+        assert_eq!(s.idle_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 64);
+        assert_eq!(s.port, None);
+    }
+
+    #[test]
+    fn errors_name_key_and_position() {
+        let e = parse("port = 5000\nidle_timeout = \"10\"\n").unwrap_err();
+        assert!(
+            e.contains("`idle_timeout`") && e.contains("line 2, column 16"),
+            "{e}"
+        );
+        let e = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+        assert!(e.contains("`log.level`") && e.contains("line 2"), "{e}");
+        let e = parse("colour = 1\n").unwrap_err();
+        assert!(
+            e.contains("colour") && e.contains("line 1, column 1"),
+            "{e}"
+        );
+        let e = parse("port = \"80\"\n").unwrap_err();
+        assert!(
+            e.contains("`port`") && e.contains("line 1, column 8"),
+            "{e}"
+        );
+        let e = parse("port = [\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "10",
+            "1.5s",
+            " 1s",
+            "1 s",
+            "s",
+            "-1s",
+            "1S",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("a\nbé = x", 6), (2, 4));
+    }
+}

@@ -1,0 +1,166 @@
+//! One client connection: the greeting, byte counting, and how it ended.
+//!
+//! The count needs the number of bytes, not the bytes. On Linux,
+//! `recv(MSG_TRUNC)` on a TCP socket discards queued data inside the kernel
+//! and returns its length, so the payload is never copied to user space and
+//! no buffer exists per connection. Elsewhere a small stack buffer is used.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+/// The first and only bytes the server ever sends.
+pub const GREETING: &[u8] = b"accio\r\n";
+
+/// How a connection ended; decides the stdout line and the log priority.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The client closed its sending side in order: print the count.
+    Counted,
+    /// No byte for the idle timeout.
+    TimedOut(Duration),
+    /// The client reset the connection.
+    Reset,
+    /// The greeting could not be sent.
+    GreetingFailed(io::Error),
+    /// Any other socket error.
+    Failed(io::Error),
+    /// Still open when the server stopped.
+    Stopped,
+}
+
+impl Outcome {
+    pub fn is_counted(&self) -> bool {
+        matches!(self, Outcome::Counted)
+    }
+}
+
+/// What one round of reading found.
+#[derive(Debug)]
+pub enum Progress {
+    /// Nothing more to read now; wait for readiness.
+    Idle,
+    /// The read budget ran out with data possibly left: come back soon.
+    Busy,
+    /// The client closed its sending side.
+    Eof,
+    Reset,
+    Failed(io::Error),
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    /// 1, 2, 3... in accept order; names the connection in the logs.
+    pub number: u64,
+    pub peer: SocketAddr,
+    pub bytes: u64,
+    pub accepted: Instant,
+    /// When this connection times out unless a byte arrives first.
+    pub deadline: Instant,
+    /// The deadline of this connection's live entry in the timer heap; an
+    /// entry with another deadline is stale.
+    pub queued: Instant,
+}
+
+impl Connection {
+    pub fn new(
+        stream: TcpStream,
+        number: u64,
+        peer: SocketAddr,
+        now: Instant,
+        idle: Duration,
+    ) -> Self {
+        let deadline = now + idle;
+        Connection {
+            stream,
+            number,
+            peer,
+            bytes: 0,
+            accepted: now,
+            deadline,
+            queued: deadline,
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Send the greeting. A fresh socket's send buffer always has room for
+    /// 7 bytes, so anything short of a full write is a failure.
+    pub fn greet(&mut self) -> io::Result<()> {
+        loop {
+            match self.stream.write(GREETING) {
+                Ok(n) if n == GREETING.len() => return Ok(()),
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "greeting only partly sent",
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Count what the kernel has queued, at most `budget` reads, so one
+    /// fast client cannot starve the others.
+    pub fn drain(&mut self, budget: u32) -> Progress {
+        for _ in 0..budget {
+            match discard(&self.stream) {
+                Ok(0) => return Progress::Eof,
+                Ok(n) => self.bytes += n as u64,
+                Err(e) => {
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Progress::Idle,
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                            Progress::Reset
+                        }
+                        _ => Progress::Failed(e),
+                    };
+                }
+            }
+        }
+        Progress::Busy
+    }
+
+    /// End the connection with a reset instead of an orderly FIN, so a
+    /// client still sending learns at once that its data was not taken.
+    pub fn abort(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Drop everything queued on the socket, returning how many bytes that was.
+#[cfg(target_os = "linux")]
+fn discard(stream: &TcpStream) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // Large enough to take a whole receive queue in one call.
+    const MAX: usize = 1 << 30;
+    // SAFETY: with MSG_TRUNC on a TCP socket Linux never writes to the
+    // buffer, so a null pointer is valid (tcp(7)).
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            std::ptr::null_mut(),
+            MAX,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn discard(mut stream: &TcpStream) -> io::Result<usize> {
+    use std::io::Read;
+    let mut buf = [0u8; 16 * 1024];
+    stream.read(&mut buf)
+}

@@ -1,0 +1,31 @@
+//! accio-server: a daemon that speaks the Accio protocol.
+//!
+//! For each TCP connection it sends `accio\r\n`, counts the bytes the client
+//! sends until it closes, and prints the count (or `ERROR`) as one line on
+//! stdout. The contract is SPEC.md, summarised in the README.
+//!
+//! # Layout
+//!
+//! - [`cli`]: argv to [`cli::Args`]; strict PORT; usage errors.
+//! - [`config`]: the TOML file to [`config::Settings`]; reload diffs.
+//! - [`error`]: startup errors and their sysexits codes.
+//! - [`listener`]: sockets inherited from systemd, or bound here.
+//! - [`server`]: the event loop: accept, limits, timers, stop, reload.
+//! - [`connection`]: greeting, zero-copy counting, outcomes.
+//! - [`output`]: one write(2) per stdout line.
+//! - [`signals`]: signals as events of the loop.
+//! - [`notify`]: sd_notify(3) messages.
+//! - [`log`]: syslog or stderr diagnostics.
+//! - [`app`]: the start sequence the `server` binary runs.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod listener;
+pub mod log;
+pub mod notify;
+pub mod output;
+pub mod server;
+pub mod signals;

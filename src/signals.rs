@@ -1,0 +1,50 @@
+//! Signal handling as readiness events.
+//!
+//! signal-hook installs its handlers with SA_RESTART, so a blocked syscall
+//! would never wake for SIGTERM. Instead each signal writes to a self-pipe
+//! that the event loop polls beside the sockets (signal-hook-mio), and the
+//! loop itself decides what to do. SIGPIPE needs nothing: the Rust runtime
+//! ignores it, so a broken stdout is an EPIPE error.
+
+use std::io;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_mio::v1_0::Signals as Pipe;
+
+/// What a signal asks of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Stop(&'static str),
+    Reload,
+}
+
+pub struct Signals {
+    pipe: Pipe,
+}
+
+impl Signals {
+    /// Install the handlers. Call early: until then SIGTERM kills the
+    /// process with its default action.
+    pub fn install() -> io::Result<Signals> {
+        Ok(Signals {
+            pipe: Pipe::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?,
+        })
+    }
+
+    pub fn source(&mut self) -> &mut Pipe {
+        &mut self.pipe
+    }
+
+    /// The signals that arrived since the last call, in order.
+    pub fn pending(&mut self) -> Vec<Request> {
+        self.pipe
+            .pending()
+            .map(|sig| match sig {
+                SIGHUP => Request::Reload,
+                SIGINT => Request::Stop("SIGINT"),
+                SIGQUIT => Request::Stop("SIGQUIT"),
+                _ => Request::Stop("SIGTERM"),
+            })
+            .collect()
+    }
+}

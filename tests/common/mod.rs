@@ -1,0 +1,405 @@
+//! Test support: the real `server` binary as a child process, real TCP
+//! clients, and a real NOTIFY_SOCKET to learn when it is ready.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_server");
+pub const GREETING: &[u8] = b"accio\r\n";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A private temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("accio-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago. Callers that bind it retry on a clash.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind port 0")
+}
+
+/// Reads a child's pipe line by line on a thread, so tests can wait for a
+/// line with a timeout while the server keeps running.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    pub fn new<R: Read + Send + 'static>(r: R) -> Lines {
+        let (tx, rx) = channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                seen2.lock().unwrap().push(line.clone());
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, seen }
+    }
+
+    pub fn next(&self, timeout: Duration) -> Option<String> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    pub fn expect(&self) -> String {
+        self.next(WAIT).expect("a line within 10 s")
+    }
+
+    /// Wait for a line containing `needle`; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let end = Instant::now() + WAIT;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(l) if l.contains(needle) => return l,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!(
+            "no line containing {needle:?}; seen: {:?}",
+            self.seen.lock().unwrap()
+        );
+    }
+
+    /// Everything until the pipe closes (the process exited).
+    pub fn rest(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(l) = self.rx.recv_timeout(WAIT) {
+            out.push(l);
+        }
+        out
+    }
+}
+
+/// A NOTIFY_SOCKET the test owns: a real AF_UNIX datagram socket.
+pub struct Notify {
+    pub sock: UnixDatagram,
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Notify {
+    pub fn new() -> Notify {
+        let dir = TempDir::new("notify");
+        let path = dir.path("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        Notify {
+            sock,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The next datagram, within `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(timeout)).ok()?;
+        let mut buf = vec![0u8; 4096];
+        let n = self.sock.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Skip datagrams until one contains `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let end = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.recv(left) {
+                Some(m) if m.contains(needle) => return m,
+                Some(m) => seen.push(m),
+                None => break,
+            }
+        }
+        panic!("no notification containing {needle:?}; seen {seen:?}");
+    }
+}
+
+/// How to start a server.
+pub struct Spawn {
+    pub args: Vec<String>,
+    pub config: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub wrapper: Vec<String>,
+    pub port: Option<u16>,
+    /// Close the read end of the stdout pipe at once (EPIPE on write).
+    pub broken_stdout: bool,
+}
+
+impl Spawn {
+    pub fn new() -> Spawn {
+        Spawn {
+            args: Vec::new(),
+            config: None,
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            port: None,
+            broken_stdout: false,
+        }
+    }
+    pub fn broken_stdout(mut self) -> Spawn {
+        self.broken_stdout = true;
+        self
+    }
+    /// Configuration text; `[log] target = "stderr"` is added unless given.
+    pub fn config(mut self, text: &str) -> Spawn {
+        self.config = Some(text.to_string());
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Spawn {
+        self.args.push(a.to_string());
+        self
+    }
+    /// Run the server under another program (prlimit, strace ...).
+    pub fn wrap(mut self, argv: &[&str]) -> Spawn {
+        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Spawn {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Start the server on a free port and wait until it is ready.
+    pub fn start(self) -> Server {
+        for _ in 0..20 {
+            let port = self.port.unwrap_or_else(free_port);
+            match self.try_start(port) {
+                Some(s) => return s,
+                None => continue,
+            }
+        }
+        panic!("could not start the server on a free port");
+    }
+
+    fn try_start(&self, port: u16) -> Option<Server> {
+        let dir = TempDir::new("server");
+        let notify = Notify::new();
+        let mut argv: Vec<String> = self.wrapper.clone();
+        argv.push(BIN.to_string());
+        let text = self.config.clone().unwrap_or_default();
+        let text = if text.contains("[log]") {
+            text
+        } else {
+            format!("{text}\n[log]\ntarget = \"stderr\"\n")
+        };
+        let config = dir.write("server.toml", &text);
+        argv.push("--config".into());
+        argv.push(config.display().to_string());
+        argv.extend(self.args.iter().cloned());
+        argv.push(port.to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn server");
+        let pipe = child.stdout.take().expect("stdout");
+        let stdout = if self.broken_stdout {
+            drop(pipe);
+            Lines::new(std::io::empty())
+        } else {
+            Lines::new(pipe)
+        };
+        let stderr = Lines::new(child.stderr.take().expect("stderr"));
+        let end = Instant::now() + WAIT;
+        loop {
+            if let Some(m) = notify.recv(Duration::from_millis(50))
+                && m.contains("READY=1")
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if status.code() == Some(71) {
+                    return None;
+                }
+                panic!("server exited early with {status}: {:?}", stderr.rest());
+            }
+            assert!(Instant::now() < end, "server not ready within 10 s");
+        }
+        Some(Server {
+            child,
+            port,
+            stdout,
+            stderr,
+            notify,
+            config,
+            dir,
+        })
+    }
+}
+
+/// A running server child; killed and reaped on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    pub notify: Notify,
+    pub config: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which is not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Wait for exit within `timeout`; returns the status and how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return (st, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "server did not exit within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Connect and read the full greeting.
+    pub fn connect(&self) -> TcpStream {
+        let mut s = TcpStream::connect(self.addr()).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut g = [0u8; 7];
+        s.read_exact(&mut g).expect("greeting");
+        assert_eq!(&g, GREETING);
+        s
+    }
+
+    /// CPU time (utime + stime) in clock ticks from /proc/PID/stat.
+    pub fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(self.pid())
+    }
+
+    /// Rewrite the config file (keeps `[log] target = "stderr"`).
+    pub fn rewrite_config(&self, text: &str) {
+        let text = if text.contains("[log]") {
+            text.to_string()
+        } else {
+            format!("{text}\n[log]\ntarget = \"stderr\"\n")
+        };
+        std::fs::write(&self.config, text).expect("rewrite config");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Send `payload`, half-close, and wait for the server to close.
+pub fn transfer(server: &Server, payload: &[u8]) {
+    let mut s = server.connect();
+    s.write_all(payload).expect("send");
+    finish(s);
+}
+
+/// Half-close and wait for the server's close (EOF on our side).
+pub fn finish(mut s: TcpStream) {
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "server sent more than the greeting: {rest:?}"
+    );
+}
+
+/// Close with a reset (SO_LINGER 0).
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(s);
+}
+
+/// Run the server binary to completion with these args (no port added).
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run server")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn path_of(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,168 @@
+//! Stop and reload signals: exit 0 within 250 ms whatever the clients do,
+//! one line per connection, the shutdown grace, SIGHUP.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+const STOP_LIMIT: Duration = Duration::from_millis(250);
+
+fn stop_and_check(mut server: Server, sig: i32) -> Vec<String> {
+    server.signal(sig);
+    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status after signal {sig}");
+    assert!(took <= STOP_LIMIT, "signal {sig}: exit took {took:?}");
+    server.stdout.rest()
+}
+
+#[test]
+fn idle_server_stops_at_once_on_each_stop_signal() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+        let server = Spawn::new().start();
+        let lines = stop_and_check(server, sig);
+        assert!(lines.is_empty(), "{lines:?}");
+    }
+}
+
+#[test]
+fn open_connections_end_with_error_lines() {
+    let server = Spawn::new().start();
+    let conns: Vec<TcpStream> = (0..5).map(|_| server.connect()).collect();
+    transfer(&server, b"done");
+    assert_eq!(server.stdout.expect(), "4");
+    let lines = stop_and_check(server, libc::SIGTERM);
+    assert_eq!(lines, vec!["ERROR"; 5]);
+    drop(conns);
+}
+
+#[test]
+fn stops_within_250ms_during_a_transfer() {
+    let server = Spawn::new().start();
+    let mut s = server.connect();
+    let sender = thread::spawn(move || {
+        let buf = vec![0u8; 1 << 20];
+        // Ends when the server goes away (reset or broken pipe).
+        while s.write_all(&buf).is_ok() {}
+    });
+    thread::sleep(Duration::from_millis(200));
+    let lines = stop_and_check(server, libc::SIGTERM);
+    assert_eq!(lines, vec!["ERROR"]);
+    sender.join().expect("sender");
+}
+
+#[test]
+fn stops_within_250ms_with_64_open_and_more_waiting() {
+    let server = Spawn::new().start();
+    let open: Vec<TcpStream> = (0..64).map(|_| server.connect()).collect();
+    let waiting: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+        .collect();
+    let lines = stop_and_check(server, libc::SIGINT);
+    // Only accepted connections have lines; the backlog was never accepted.
+    assert_eq!(lines, vec!["ERROR"; 64]);
+    drop((open, waiting));
+}
+
+#[test]
+fn grace_lets_open_connections_finish() {
+    let mut server = Spawn::new().config("shutdown_grace = \"5s\"").start();
+    let mut finishing = server.connect();
+    let lingering = server.connect();
+    server.signal(libc::SIGTERM);
+    server.notify.wait_for("STOPPING=1");
+    // New connections are refused at once.
+    thread::sleep(Duration::from_millis(50));
+    assert!(
+        TcpStream::connect(server.addr()).is_err(),
+        "still accepting after SIGTERM"
+    );
+    finishing.write_all(b"graceful").expect("send");
+    finish(finishing);
+    assert_eq!(server.stdout.expect(), "8");
+    // A second signal ends the grace: the lingering one gets ERROR.
+    server.signal(libc::SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(took <= STOP_LIMIT, "second signal: exit took {took:?}");
+    assert_eq!(server.stdout.rest(), vec!["ERROR"]);
+    drop(lingering);
+}
+
+#[test]
+fn grace_expires_with_error_lines() {
+    let mut server = Spawn::new().config("shutdown_grace = \"300ms\"").start();
+    let lingering = server.connect();
+    server.signal(libc::SIGQUIT);
+    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(800),
+        "{took:?}"
+    );
+    assert_eq!(server.stdout.rest(), vec!["ERROR"]);
+    drop(lingering);
+}
+
+#[test]
+fn grace_ends_early_when_the_last_connection_closes() {
+    let mut server = Spawn::new().config("shutdown_grace = \"1m\"").start();
+    let s = server.connect();
+    server.signal(libc::SIGTERM);
+    server.notify.wait_for("STOPPING=1");
+    finish(s);
+    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(server.stdout.rest(), vec!["0"]);
+}
+
+#[test]
+fn sighup_without_config_changes_nothing_and_keeps_serving() {
+    let port = free_port();
+    let notify = Notify::new();
+    let mut child = std::process::Command::new(BIN)
+        .arg(port.to_string())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    notify.wait_for("READY=1");
+    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    let stdout = Lines::new(child.stdout.take().expect("stdout"));
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    stderr.wait_for("nothing to reload");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("still serving");
+    s.write_all(b"hup").expect("send");
+    drop(s);
+    assert_eq!(stdout.expect(), "3");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn broken_stdout_logs_the_count_and_keeps_serving() {
+    // The only reader of the stdout pipe is gone: writes fail with EPIPE.
+    let server = Spawn::new().broken_stdout().start();
+    for _ in 0..3 {
+        transfer_raw(server.addr(), b"lost?");
+    }
+    server.stderr.wait_for("its line was: 5");
+    transfer_raw(server.addr(), b"still here");
+    server.stderr.wait_for("its line was: 10");
+}
+
+fn transfer_raw(addr: std::net::SocketAddr, payload: &[u8]) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut g = [0u8; 7];
+    std::io::Read::read_exact(&mut s, &mut g).expect("greeting");
+    s.write_all(payload).expect("send");
+    finish(s);
+}
