@@ -341,12 +341,14 @@ fn works_with_socat() {
         .args([
             "-t",
             "5",
-            &format!("OPEN:{}", path_of(&file)),
+            "STDIO",
             &format!("TCP:127.0.0.1:{}", server.port),
         ])
+        .stdin(std::fs::File::open(&file).expect("payload"))
         .output()
         .expect("socat");
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, GREETING);
     assert_eq!(server.stdout.expect(), "100000");
 }
 

@@ -137,9 +137,7 @@ fn sighup_without_config_changes_nothing_and_keeps_serving() {
     // SAFETY: kill(2) on our own unreaped child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     stderr.wait_for("nothing to reload");
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("still serving");
-    s.write_all(b"hup").expect("send");
-    drop(s);
+    transfer_raw(std::net::SocketAddr::from(([127, 0, 0, 1], port)), b"hup");
     assert_eq!(stdout.expect(), "3");
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
