@@ -130,10 +130,15 @@ impl Settings {
 /// Render a duration the way the configuration file writes it.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
-        format!("{ms}ms")
+    for (unit, per) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms > 0 && ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    if ms == 0 {
+        "0s".into()
     } else {
-        format!("{}s", ms / 1000)
+        format!("{ms}ms")
     }
 }
 
@@ -451,6 +456,15 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn durations_render_in_the_largest_exact_unit() {
+        assert_eq!(fmt_duration(Duration::ZERO), "0s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(fmt_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(fmt_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
     }
 
     #[test]

@@ -73,6 +73,9 @@ impl Connection {
         idle: Duration,
     ) -> Self {
         let deadline = now + idle;
+        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; log
+        // them as the IPv4 address they are.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         Connection {
             stream,
             number,

@@ -195,7 +195,7 @@ impl<'a> Server<'a> {
             }
         }
         self.log.notice(&format!(
-            "stopped: {} connections served, {} bytes received",
+            "stopped: connections served {}, bytes received {}",
             self.served, self.bytes
         ));
         Ok(())
@@ -433,7 +433,7 @@ impl<'a> Server<'a> {
         self.listeners.clear();
         self.stop_at = Some(now + self.settings.shutdown_grace);
         self.log.notice(&format!(
-            "stopping on {signal}: {} connections open, shutdown grace {}",
+            "stopping on {signal}: connections open {}, shutdown grace {}",
             self.active,
             fmt_duration(self.settings.shutdown_grace)
         ));
