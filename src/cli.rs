@@ -34,52 +34,144 @@ pub enum Action {
 const ABOUT: &str = "Accio protocol server: greets every TCP client with \"accio\\r\\n\", \
 counts the bytes it sends until it closes, and prints one line per connection on stdout.";
 
-const AFTER_HELP: &str = "\
-OUTPUT
-    One line per accepted connection on stdout, written in one write(2) before
-    the connection is closed: the decimal number of bytes the client sent, when
-    it closed its sending side in order; or ERROR, when it stayed silent for
-    idle_timeout (default 10s), reset the connection, could not be greeted, or
-    was still open when the server stopped. Nothing else is written to stdout.
+/// A titled part of the manual after the options: in `--help` and, as its
+/// own section, in the man page. An item with an empty term is a paragraph.
+pub struct Section {
+    pub title: &'static str,
+    pub items: &'static [(&'static str, &'static str)],
+}
 
-SIGNALS
-    SIGTERM, SIGINT, SIGQUIT  stop accepting, give open connections
-                              shutdown_grace (default 0s), end the rest with
-                              ERROR, exit 0. A second signal ends the grace.
-    SIGHUP                    reload the --config file; idle_timeout,
-                              max_connections, shutdown_grace and [log] apply
-                              at once, port/bind/backlog need a restart. An
-                              invalid file is logged and changes nothing.
+/// The manual beyond the options; one source for `--help` and accio-server(8).
+pub const MANUAL: &[Section] = &[
+    Section {
+        title: "OUTPUT",
+        items: &[(
+            "",
+            "One line per accepted connection on stdout, written in one write(2) before the \
+             connection is closed: the decimal number of bytes the client sent, when it closed \
+             its sending side in order; or ERROR, when it sent nothing for idle_timeout (default \
+             10s; restarted by every byte), reset the connection, could not be greeted, or was \
+             still open when the server stopped. Nothing else is written to stdout; if stdout is \
+             broken the count is logged at err instead.",
+        )],
+    },
+    Section {
+        title: "SIGNALS",
+        items: &[
+            (
+                "SIGTERM, SIGINT, SIGQUIT",
+                "Stop accepting, give open connections shutdown_grace (default 0s), end the rest \
+                 with ERROR, exit 0. A second signal ends the grace.",
+            ),
+            (
+                "SIGHUP",
+                "Reload the --config file: idle_timeout, max_connections, shutdown_grace and [log] \
+                 apply at once; port, bind and backlog need a restart. An invalid file is logged \
+                 and changes nothing.",
+            ),
+        ],
+    },
+    Section {
+        title: "SYSTEMD",
+        items: &[(
+            "",
+            "Sockets passed by socket activation (LISTEN_FDS, LISTEN_PID) are served and nothing \
+             is bound. With NOTIFY_SOCKET set the server sends READY=1, STATUS=, RELOADING=1, \
+             STOPPING=1 and, with WATCHDOG_USEC, WATCHDOG=1.",
+        )],
+    },
+    Section {
+        title: "FILES",
+        items: &[(
+            "/etc/accio-server/server.toml",
+            "The packaged configuration (TOML; every key optional): port, bind, idle_timeout, \
+             max_connections, shutdown_grace, backlog, [log] target and level.",
+        )],
+    },
+    Section {
+        title: "DIAGNOSTICS",
+        items: &[(
+            "",
+            "To syslog (identifier accio-server, facility daemon) when /dev/log accepts messages, \
+             else to stderr; see [log] in the configuration. Read them with: journalctl -t \
+             accio-server",
+        )],
+    },
+    Section {
+        title: "EXIT STATUS",
+        items: &[
+            (
+                "0",
+                "Stopped by SIGTERM, SIGINT or SIGQUIT; --help, --version, a valid --check-config.",
+            ),
+            ("64", "Bad or missing PORT, unknown option, extra argument."),
+            (
+                "71",
+                "Socket, bind or listen failure; an inherited fd that is not a listening TCP socket.",
+            ),
+            ("78", "Configuration file unreadable or invalid."),
+        ],
+    },
+    Section {
+        title: "EXAMPLES",
+        items: &[
+            ("server 5000", "Listen on port 5000 on all interfaces."),
+            (
+                "server --config /etc/accio-server/server.toml",
+                "Take every setting from a file.",
+            ),
+            (
+                "server --config ./server.toml --check-config",
+                "Validate a file without starting.",
+            ),
+        ],
+    },
+];
 
-SYSTEMD
-    Socket activation (LISTEN_FDS/LISTEN_PID) is used when present: every
-    inherited listening TCP socket is served and nothing is bound. With
-    NOTIFY_SOCKET set the server sends READY=1, STATUS=, RELOADING=1,
-    STOPPING=1 and, with WATCHDOG_USEC, WATCHDOG=1.
+/// Word-wrap `text` to `width` columns, each line indented by `indent`.
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent + line.len() + 1 + word.len() > width {
+            out.push_str(&format!("{:indent$}{line}\n", ""));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{:indent$}{line}\n", ""));
+    }
+    out
+}
 
-DIAGNOSTICS
-    To syslog (identifier accio-server, facility daemon) when /dev/log
-    accepts messages, else to stderr; see [log] in the configuration.
-    Read them with: journalctl -t accio-server
-
-EXIT STATUS
-    0   stopped by SIGTERM/SIGINT/SIGQUIT, or --help/--version/--check-config
-    64  bad or missing PORT, unknown option, extra argument
-    71  socket, bind or listen failure; an inherited fd that is not a
-        listening TCP socket
-    78  configuration file unreadable or invalid
-
-EXAMPLES
-    server 5000
-    server --config /etc/accio-server/server.toml
-    server --config ./server.toml --check-config";
+fn after_help() -> String {
+    let mut out = String::new();
+    for section in MANUAL {
+        out.push_str(section.title);
+        out.push('\n');
+        for (term, text) in section.items {
+            if term.is_empty() {
+                out.push_str(&wrap(text, 4, 80));
+            } else {
+                out.push_str(&format!("    {term}\n"));
+                out.push_str(&wrap(text, 8, 80));
+            }
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
 
 /// The clap definition; also the source of the man page.
 pub fn command() -> Command {
     Command::new("server")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
-        .after_help(AFTER_HELP)
+        .after_help(after_help())
         .arg(
             Arg::new("port")
                 .value_name("PORT")

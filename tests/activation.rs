@@ -6,22 +6,15 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 struct Activated {
-    child: Child,
+    child: Reaper,
     stdout: Lines,
     stderr: Lines,
     _dir: TempDir,
-}
-
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start `systemd-socket-activate` on `listen` addresses with the server as
@@ -38,13 +31,14 @@ fn activate(listen: &[SocketAddr], extra: &[&str], notify: Option<&Notify>) -> O
     }
     cmd.args(["--", BIN, "--config", &path_of(&config)])
         .args(extra);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate");
-    let stdout = Lines::new(child.stdout.take().expect("stdout"));
-    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    let mut child = Reaper(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate"),
+    );
+    let stdout = Lines::new(child.0.stdout.take().expect("stdout"));
+    let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
     let end = Instant::now() + WAIT;
     // It logs "Listening on ..." once per socket before waiting.
     let mut listening = 0;
@@ -52,8 +46,8 @@ fn activate(listen: &[SocketAddr], extra: &[&str], notify: Option<&Notify>) -> O
         match stderr.next(Duration::from_millis(100)) {
             Some(l) if l.contains("Listening on") => listening += 1,
             Some(l) if l.contains("Address already in use") => {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = child.0.kill();
+                let _ = child.0.wait();
                 return None;
             }
             _ => {}
@@ -114,8 +108,8 @@ fn require_tool() {
 
 fn stop(mut a: Activated) -> Vec<String> {
     // SAFETY: kill(2) on our own unreaped child (the server, exec'd in place).
-    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
-    let status = a.child.wait().expect("wait");
+    unsafe { libc::kill(a.child.0.id() as i32, libc::SIGTERM) };
+    let status = a.child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0));
     a.stderr.rest()
 }
@@ -184,20 +178,22 @@ fn ready_is_sent_after_activation() {
 fn a_datagram_socket_is_refused_with_71() {
     require_tool();
     let port = free_port();
-    let mut child = Command::new("systemd-socket-activate")
-        .args(["--datagram", "-l", &format!("127.0.0.1:{port}"), "--", BIN])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate");
-    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    let mut child = Reaper(
+        Command::new("systemd-socket-activate")
+            .args(["--datagram", "-l", &format!("127.0.0.1:{port}"), "--", BIN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate"),
+    );
+    let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
     stderr.wait_for("Listening on");
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     // Datagram activation waits for a first packet.
     let end = Instant::now() + WAIT;
     let status = loop {
         let _ = udp.send_to(b"wake", ("127.0.0.1", port));
-        if let Some(st) = child.try_wait().expect("try_wait") {
+        if let Some(st) = child.0.try_wait().expect("try_wait") {
             break st;
         }
         assert!(Instant::now() < end, "server did not exit");
@@ -208,6 +204,7 @@ fn a_datagram_socket_is_refused_with_71() {
     assert!(err.contains("not a stream socket"), "{err}");
     let mut out = Vec::new();
     child
+        .0
         .stdout
         .take()
         .expect("stdout")
@@ -241,17 +238,19 @@ fn a_listen_pid_for_another_process_is_ignored() {
     let port = free_port();
     let dir = TempDir::new("listen-pid");
     let config = dir.write("server.toml", "[log]\ntarget = \"stderr\"\n");
-    let mut child = Command::new(BIN)
-        .args(["--config", &path_of(&config), &port.to_string()])
-        .env("LISTEN_PID", "1")
-        .env("LISTEN_FDS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    let mut child = Reaper(
+        Command::new(BIN)
+            .args(["--config", &path_of(&config), &port.to_string()])
+            .env("LISTEN_PID", "1")
+            .env("LISTEN_FDS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
     let line = stderr.wait_for("started");
     assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
 }

@@ -211,18 +211,20 @@ fn the_port_from_the_file_is_used_without_an_argument() {
             &format!("port = {port}\n[log]\ntarget = \"stderr\"\n"),
         );
         let notify = Notify::new();
-        let mut child = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&file)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = Reaper(
+            std::process::Command::new(BIN)
+                .arg("--config")
+                .arg(&file)
+                .env("NOTIFY_SOCKET", &notify.path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        );
         let ready = notify.recv(WAIT).is_some_and(|m| m.contains("READY=1"));
         let ok = ready && TcpStream::connect(("127.0.0.1", port)).is_ok();
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = child.0.kill();
+        let _ = child.0.wait();
         if ok {
             return;
         }

@@ -21,16 +21,18 @@ fn ready_comes_with_status_once_the_port_accepts() {
 #[test]
 fn the_first_message_is_ready_with_status() {
     let notify = Notify::new();
-    let mut child = Command::new(BIN)
-        .arg(free_port().to_string())
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = Reaper(
+        Command::new(BIN)
+            .arg(free_port().to_string())
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let first = notify.recv(WAIT).expect("a notification");
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let lines: Vec<&str> = first.lines().collect();
     assert!(lines.contains(&"READY=1"), "{first}");
     assert!(
@@ -97,19 +99,21 @@ fn stopping_is_sent_when_a_stop_begins() {
 fn watchdog_pings_at_least_every_half_interval() {
     // WATCHDOG_PID names the server itself: sh's $$ survives the exec.
     let notify = Notify::new();
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "WATCHDOG_PID=$$ WATCHDOG_USEC=400000 exec {BIN} {}",
-                free_port()
-            ),
-        ])
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = Reaper(
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "WATCHDOG_PID=$$ WATCHDOG_USEC=400000 exec {BIN} {}",
+                    free_port()
+                ),
+            ])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     notify.wait_for("READY=1");
     let start = Instant::now();
     let mut pings = Vec::new();
@@ -120,8 +124,8 @@ fn watchdog_pings_at_least_every_half_interval() {
             pings.push(start.elapsed());
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     assert!(
         pings.len() >= 6,
         "only {} pings in 1.5 s: {pings:?}",
@@ -137,33 +141,37 @@ fn watchdog_pings_at_least_every_half_interval() {
 #[test]
 fn no_watchdog_for_another_pid() {
     let notify = Notify::new();
-    let mut child = Command::new(BIN)
-        .arg(free_port().to_string())
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env("WATCHDOG_USEC", "200000")
-        .env("WATCHDOG_PID", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = Reaper(
+        Command::new(BIN)
+            .arg(free_port().to_string())
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000")
+            .env("WATCHDOG_PID", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     notify.wait_for("READY=1");
     let got = notify.recv(Duration::from_millis(600));
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     assert!(got.is_none(), "unexpected notification: {got:?}");
 }
 
 #[test]
 fn without_notify_socket_everything_still_works() {
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg(port.to_string())
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = Lines::new(child.stdout.take().expect("stdout"));
+    let mut child = Reaper(
+        Command::new(BIN)
+            .arg(port.to_string())
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stdout = Lines::new(child.0.stdout.take().expect("stdout"));
     let end = Instant::now() + WAIT;
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -177,7 +185,7 @@ fn without_notify_socket_everything_still_works() {
     std::io::Read::read_exact(&mut s, &mut g).expect("greeting");
     finish(s);
     assert_eq!(stdout.expect(), "0");
-    // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    // SAFETY: kill(2) on our own unreaped child.0.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
 }

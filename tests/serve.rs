@@ -361,13 +361,15 @@ fn server_py_runs_the_release_binary() {
         return;
     }
     let port = free_port();
-    let mut child = Command::new(format!("{root}/server.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server.py");
-    let stdout = Lines::new(child.stdout.take().expect("stdout"));
+    let mut child = Reaper(
+        Command::new(format!("{root}/server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server.py"),
+    );
+    let stdout = Lines::new(child.0.stdout.take().expect("stdout"));
     let start = Instant::now();
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -383,9 +385,9 @@ fn server_py_runs_the_release_binary() {
     finish(s);
     assert_eq!(stdout.expect(), "2");
     // The same process: SIGTERM reaches the binary itself and it exits 0.
-    // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().expect("wait");
+    // SAFETY: kill(2) on our own unreaped child.0.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0));
     // A bad port is the binary's usage error, exit 64.
     let out = Command::new(format!("{root}/server.py"))

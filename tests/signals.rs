@@ -124,24 +124,26 @@ fn grace_ends_early_when_the_last_connection_closes() {
 fn sighup_without_config_changes_nothing_and_keeps_serving() {
     let port = free_port();
     let notify = Notify::new();
-    let mut child = std::process::Command::new(BIN)
-        .arg(port.to_string())
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = Reaper(
+        std::process::Command::new(BIN)
+            .arg(port.to_string())
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
     notify.wait_for("READY=1");
-    let stderr = Lines::new(child.stderr.take().expect("stderr"));
-    let stdout = Lines::new(child.stdout.take().expect("stdout"));
-    // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
+    let stdout = Lines::new(child.0.stdout.take().expect("stdout"));
+    // SAFETY: kill(2) on our own unreaped child.0.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
     stderr.wait_for("nothing to reload");
     transfer_raw(std::net::SocketAddr::from(([127, 0, 0, 1], port)), b"hup");
     assert_eq!(stdout.expect(), "3");
     // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
 }
 
 #[test]

@@ -338,8 +338,42 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A wrapper such as strace leaves its tracee running when killed:
+        // kill the wrapper's children first.
+        kill_children(self.pid());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn kill_children(pid: i32) {
+    let list =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in list
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+    {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, also when
+/// it panics.
+pub struct Reaper(pub Child);
+
+impl Reaper {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which is not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        kill_children(self.0.id() as i32);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
