@@ -51,7 +51,7 @@ usage: cargo bench --bench throughput -- [OPTIONS]
   --smoke             a few seconds: small sizes, one short pass of every test;
                       checks every count line, asserts nothing about speed
   --sizes LIST        transfer sizes, e.g. 1M,100M,1G,4G (suffixes K, M, G = KiB, MiB, GiB)
-  --rounds N          interleaved rounds per size (default 5; smoke 2)
+  --rounds N          interleaved rounds per size (default 9; smoke 2)
   --receivers LIST    subset of reference,server,socat,nc,python (reference always runs)
   --conns N           sequential connections per connection-rate round (default 2000)
   --idle-conns N      concurrent idle connections to the server (default 1000)
@@ -136,6 +136,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
         .ok_or_else(|| format!("bad size {s:?} (examples: 4096, 1M, 100M, 4G)"))
 }
 
@@ -216,7 +217,7 @@ impl Opts {
                     vec![1 << 20, 100 << 20, 1 << 30, 4 << 30]
                 }
             }),
-            rounds: rounds.unwrap_or(if smoke { 2 } else { 5 }),
+            rounds: rounds.unwrap_or(if smoke { 2 } else { 9 }),
             kinds: kinds.unwrap_or_else(|| ALL_KINDS.to_vec()),
             conns: conns.unwrap_or(if smoke { 200 } else { 2000 }),
             conn_rounds: if smoke { 1 } else { 3 },
@@ -294,8 +295,6 @@ struct Exit {
     status: i32,
     /// user + system CPU over the whole life, from `wait4` (µs precision).
     cpu_ns: u64,
-    /// ru_maxrss: the peak RSS (the same high-water mark as VmHWM).
-    maxrss_kib: u64,
     /// Context switches (voluntary + involuntary) over the whole life.
     switches: u64,
 }
@@ -352,7 +351,6 @@ impl Proc {
                 self.exit = Some(Exit {
                     status,
                     cpu_ns: (us(ru.ru_utime) + us(ru.ru_stime)) * 1000,
-                    maxrss_kib: ru.ru_maxrss as u64,
                     switches: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
                 });
             }
@@ -472,6 +470,39 @@ fn proc_status_field(path: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Samples VmHWM of processes that will exit on their own, every 2 ms until stopped;
+/// the sum of the last value read for each is their peak RSS.
+struct HwmSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: thread::JoinHandle<u64>,
+}
+
+impl HwmSampler {
+    fn start(pids: Vec<libc::pid_t>) -> HwmSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut peak = vec![0u64; pids.len()];
+            loop {
+                for (pid, peak) in pids.iter().zip(&mut peak) {
+                    let hwm = proc_status_field(&format!("/proc/{pid}/status"), "VmHWM");
+                    *peak = (*peak).max(hwm.unwrap_or(0));
+                }
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return peak.iter().sum();
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+        HwmSampler { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }
 
 /// Forwards each stdout line of a child to a channel, so we can wait with a timeout.
@@ -865,6 +896,51 @@ struct Sample {
     switches: u64,
 }
 
+/// Sets the CPU affinity of one thread (0 = the caller): `Some(cpu)` or all CPUs.
+fn set_affinity(tid: libc::pid_t, cpu: Option<usize>) {
+    // SAFETY: cpu_set_t is plain data; the CPU_* helpers stay within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => {
+                for c in 0..thread::available_parallelism().map_or(1, |n| n.get()) {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Every thread of a process (a thread's affinity is its own).
+fn set_affinity_all_threads(pid: libc::pid_t, cpu: Option<usize>) {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for t in dir.flatten() {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
+            set_affinity(tid, cpu);
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU until dropped.
+struct PinSelf;
+
+impl PinSelf {
+    fn to(cpu: usize) -> PinSelf {
+        set_affinity(0, Some(cpu));
+        PinSelf
+    }
+}
+
+impl Drop for PinSelf {
+    fn drop(&mut self) {
+        set_affinity(0, None);
+    }
+}
+
 /// CPU time of the calling thread, in seconds.
 fn thread_cpu_secs() -> f64 {
     let mut ts = libc::timespec {
@@ -892,10 +968,24 @@ fn measure_transfer(
     kind: Kind,
     size: u64,
     buf: &AlignedBuf,
+    pin: bool,
 ) -> Result<Sample, String> {
     let mut r = spawn_receiver(ctx, kind, None)?;
+    let _pinned = if pin {
+        for p in &r.procs {
+            set_affinity_all_threads(p.pid(), Some(1));
+        }
+        Some(PinSelf::to(0))
+    } else {
+        None
+    };
     let cpu0 = r.cpu_ns();
     let switches0: Vec<u64> = r.procs.iter().map(Proc::wakeups).collect();
+    // socat, nc and wc exit when done, and wait4's ru_maxrss cannot stand in for their
+    // VmHWM: exec folds the spawning process's (this one's) peak RSS into it.
+    let sampler = kind
+        .one_shot()
+        .then(|| HwmSampler::start(r.procs.iter().map(Proc::pid).collect()));
     let sender0 = thread_cpu_secs();
     let dur = transfer(r.addr(), size, kind.greets(), buf)
         .map_err(|e| format!("{} {}: {e}", kind.key(), size_name(size)))?;
@@ -908,14 +998,15 @@ fn measure_transfer(
             size_name(size)
         ));
     }
-    let (cpu_ns, rss_kib, switches) = if kind.one_shot() {
-        let (mut cpu, mut rss, mut switches) = (0, 0, 0);
+    let (cpu_ns, rss_kib, switches) = if let Some(sampler) = sampler {
+        // Stopped before any of them is reaped, so their pids cannot be reused.
+        let rss = sampler.stop();
+        let (mut cpu, mut switches) = (0, 0);
         for ((p, c0), s0) in r.procs.iter_mut().zip(&cpu0).zip(&switches0) {
             let e = p
                 .wait_timeout(EXIT_TIMEOUT)
                 .ok_or_else(|| format!("{} did not exit after the transfer", p.what))?;
             cpu += e.cpu_ns.saturating_sub(*c0);
-            rss += e.maxrss_kib;
             switches += e.switches.saturating_sub(*s0);
         }
         (cpu, rss, switches)
@@ -1226,6 +1317,40 @@ fn machine_facts() -> Vec<String> {
     ]
 }
 
+/// Busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq), in seconds.
+/// irq and softirq count because a task's system time includes the softirq work done
+/// in its context (loopback TCP runs there), which /proc/stat books apart.
+fn busy_cpu_secs() -> f64 {
+    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ticks: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// user + system CPU of this process and its reaped children, in seconds.
+fn own_cpu_secs() -> f64 {
+    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .iter()
+        .map(|&who| {
+            // SAFETY: rusage is plain data.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(who, &mut ru) };
+            let s = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+            s(ru.ru_utime) + s(ru.ru_stime)
+        })
+        .sum()
+}
+
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1305,7 +1430,7 @@ fn main() -> ExitCode {
     let opts = match Opts::parse(&args) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {
-            println!("{USAGE}");
+            let _ = writeln!(io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -1356,6 +1481,8 @@ struct Results {
     idle: Option<IdleResult>,
     congestion: String,
     load_start: String,
+    /// (busy CPU of the whole machine, CPU of this process and its children) at start.
+    machine_start: (f64, f64),
     nofile: u64,
 }
 
@@ -1392,6 +1519,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         idle: None,
         congestion,
         load_start: loadavg(),
+        machine_start: (busy_cpu_secs(), own_cpu_secs()),
         nofile,
     };
     run_transfers(opts, &mut ctx, &buf, &mut res);
@@ -1399,7 +1527,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         run_extras(opts, &mut ctx, &buf, &mut res);
     }
     let out = report(opts, &ctx, &res, started);
-    print!("{out}");
+    let _ = io::stdout().write_all(out.as_bytes());
     let _ = io::stdout().flush();
     if ctx.failures.is_empty() {
         let _ = fs::remove_dir_all(&ctx.tmp);
@@ -1490,7 +1618,7 @@ fn run_transfers(opts: &Opts, ctx: &mut Ctx, buf: &AlignedBuf, res: &mut Results
                 let kind = res.kinds[ki];
                 let what = format!("{} round {}/{}", size_name(size), round + 1, opts.rounds);
                 status_line(&format!("{what}: {}", kind.key()), false);
-                match measure_transfer(ctx, kind, size, buf) {
+                match measure_transfer(ctx, kind, size, buf, opts.pin) {
                     Ok(s) => {
                         res.transfers_checked += 1;
                         res.tput[si][ki].push((round, size as f64 / s.secs / 1e6));
@@ -1580,17 +1708,34 @@ fn report(opts: &Opts, ctx: &Ctx, res: &Results, started: Instant) -> String {
     for fact in machine_facts() {
         let _ = writeln!(w, "- {fact}");
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let others = (busy_cpu_secs() - res.machine_start.0) - (own_cpu_secs() - res.machine_start.1);
+    let capacity = elapsed * thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let _ = writeln!(
         w,
-        "- load average at start {}, at end {} (other work on the machine shows here)",
+        "- other processes used {:.1} CPU-s during the run's {elapsed:.0} s ({:.0} % of the \
+         machine{}); load average at start {}, at end {} (this run itself keeps about 2 busy)",
+        others.max(0.0),
+        (others.max(0.0) / capacity * 100.0),
+        if others > 0.05 * capacity {
+            ": the machine was shared, numbers are scattered"
+        } else {
+            ""
+        },
         res.load_start,
         loadavg()
     );
     let _ = writeln!(
         w,
         "- sender: this process, page-aligned 1 MiB buffer, congestion control on its \
-         sockets: {}; {} interleaved rounds per size, a fresh receiver process per transfer",
-        res.congestion, opts.rounds
+         sockets: {}; {} interleaved rounds per size, a fresh receiver process per transfer{}",
+        res.congestion,
+        opts.rounds,
+        if opts.pin {
+            "; sender pinned to CPU 0, receiver to CPU 1"
+        } else {
+            "; not pinned"
+        }
     );
     let _ = writeln!(
         w,

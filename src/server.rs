@@ -168,11 +168,15 @@ impl<'a> Server<'a> {
                             l.pending = true;
                         }
                     }
-                    Token(slot) => self.service(slot, now),
+                    Token(slot) => {
+                        let closed = event.is_read_closed() || event.is_error();
+                        self.service(slot, now, closed);
+                    }
                 }
             }
+            // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
-                self.service(slot, now);
+                self.service(slot, now, true);
             }
             if signalled {
                 for request in self.signals.pending() {
@@ -219,13 +223,13 @@ impl<'a> Server<'a> {
         .map(|t| t.saturating_duration_since(now))
     }
 
-    fn service(&mut self, slot: usize, now: Instant) {
+    fn service(&mut self, slot: usize, now: Instant, peer_closed: bool) {
         let idle = self.settings.idle_timeout;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         let before = conn.bytes;
-        let progress = conn.drain(READ_BUDGET);
+        let progress = conn.drain(READ_BUDGET, peer_closed);
         if conn.bytes != before {
             conn.deadline = now + idle;
             // Only a shortened timeout (after a reload) needs a new entry;
@@ -446,7 +450,7 @@ impl<'a> Server<'a> {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            let outcome = match conn.drain(READ_BUDGET) {
+            let outcome = match conn.drain(READ_BUDGET, true) {
                 Progress::Eof => Outcome::Counted,
                 _ => Outcome::Stopped,
             };
