@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The assignment's interface: ./server.py <PORT>.
+"""The assignment's interface: ./server.py <PORT> [<FILE-DIR>].
 
-Replaces itself (exec) with the release build of the Rust server, so the
+With FILE-DIR it runs `server --save-dir FILE-DIR PORT` (the full Accio
+mode: each connection's bytes are saved as FILE-DIR/<N>.file). Replaces itself (exec) with the release build of the Rust server, so the
 process, its signals, stdout and exit codes are the binary's own. Builds the
 binary first if it is missing.
 """
@@ -22,4 +23,7 @@ if not os.access(BINARY, os.X_OK):
         sys.stderr.write("ERROR: cargo build --release failed; see the messages above\n")
         sys.exit(70)
 
-os.execv(BINARY, [BINARY] + sys.argv[1:])
+args = sys.argv[1:]
+if len(args) == 2 and not any(a.startswith("-") for a in args):
+    args = ["--save-dir", args[1], args[0]]
+os.execv(BINARY, [BINARY] + args)

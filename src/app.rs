@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::listener;
 use crate::log::Log;
+use crate::save::SaveDir;
 use crate::server::Server;
 use crate::signals::Signals;
 
@@ -60,6 +61,10 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
         eprintln!("configuration OK ({source}): would listen on {listen}");
         return Ok(None);
     }
+    let save = match &settings.save_dir {
+        Some(dir) => Some(SaveDir::open(dir, settings.fsync)?),
+        None => None,
+    };
     let log = Log::new(settings.log_target, settings.log_level);
     let signals = Signals::install()
         .map_err(|e| Error::Os(format!("cannot install signal handlers: {e}")))?;
@@ -70,7 +75,7 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
     } else {
         adopt_all(inherited, port, &log)?
     };
-    let server = Server::new(listeners, settings, args, &log, signals)
+    let server = Server::new(listeners, settings, args, &log, signals, save)
         .map_err(|e| Error::Os(format!("cannot start the event loop: {e}")))?;
     server
         .run()

@@ -21,6 +21,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// Validate everything, print one line, bind nothing.
     pub check_config: bool,
+    /// Overrides `save_dir` from the configuration file.
+    pub save_dir: Option<PathBuf>,
 }
 
 /// The outcome of parsing: run the server, or print text (help, version).
@@ -56,6 +58,18 @@ pub const MANUAL: &[Section] = &[
         )],
     },
     Section {
+        title: "SAVING",
+        items: &[(
+            "",
+            "With --save-dir DIR (or save_dir), connection N's bytes are also written, \
+             socket to file by splice(2), to a hidden temporary file in DIR and renamed to \
+             DIR/N.file once the client closed in order (after fsync unless fsync = false); a \
+             connection that ends with ERROR leaves exactly the 5 bytes ERROR there. Numbering \
+             continues after the largest N.file already in DIR. A failed write ends that \
+             connection with ERROR; serving goes on.",
+        )],
+    },
+    Section {
         title: "SIGNALS",
         items: &[
             (
@@ -65,8 +79,8 @@ pub const MANUAL: &[Section] = &[
             ),
             (
                 "SIGHUP",
-                "Reload the --config file: idle_timeout, max_connections, shutdown_grace and [log] \
-                 apply at once; port, bind and backlog need a restart. An invalid file is logged \
+                "Reload the --config file: idle_timeout, max_connections, shutdown_grace, fsync \
+                 and [log] apply at once; port, bind, backlog and save_dir need a restart. An invalid file is logged \
                  and changes nothing.",
             ),
         ],
@@ -85,7 +99,7 @@ pub const MANUAL: &[Section] = &[
         items: &[(
             "/etc/accio-server/server.toml",
             "The packaged configuration (TOML; every key optional): port, bind, idle_timeout, \
-             max_connections, shutdown_grace, backlog, [log] target and level.",
+             max_connections, shutdown_grace, backlog, save_dir, fsync, [log] target and level.",
         )],
     },
     Section {
@@ -108,6 +122,10 @@ pub const MANUAL: &[Section] = &[
             (
                 "71",
                 "Socket, bind or listen failure; an inherited fd that is not a listening TCP socket.",
+            ),
+            (
+                "73",
+                "The save directory cannot be created or is not a writable directory.",
             ),
             ("78", "Configuration file unreadable or invalid."),
         ],
@@ -188,6 +206,13 @@ pub fn command() -> Command {
                 .value_parser(value_parser!(PathBuf)),
         )
         .arg(
+            Arg::new("save-dir")
+                .long("save-dir")
+                .value_name("DIR")
+                .help("Also save each connection's bytes as DIR/<N>.file (overrides `save_dir`)")
+                .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(
             Arg::new("check-config")
                 .long("check-config")
                 .action(ArgAction::SetTrue)
@@ -216,6 +241,7 @@ where
         port: matches.get_one::<u16>("port").copied(),
         config: matches.get_one::<PathBuf>("config").cloned(),
         check_config: matches.get_flag("check-config"),
+        save_dir: matches.get_one::<PathBuf>("save-dir").cloned(),
     }))
 }
 

@@ -33,6 +33,10 @@ pub struct Settings {
     /// How long a stop waits for open connections before ending them.
     pub shutdown_grace: Duration,
     pub backlog: u16,
+    /// Where to save each connection's bytes; None: counting only.
+    pub save_dir: Option<PathBuf>,
+    /// fsync each saved file (and the directory) before it appears.
+    pub fsync: bool,
     pub log_target: Target,
     pub log_level: Level,
     /// Where these settings came from, for the start line.
@@ -48,6 +52,8 @@ impl Default for Settings {
             max_connections: 64,
             shutdown_grace: Duration::ZERO,
             backlog: 128,
+            save_dir: None,
+            fsync: true,
             log_target: Target::Auto,
             log_level: Level::Info,
             source: None,
@@ -65,6 +71,9 @@ impl Settings {
         };
         if args.port.is_some() {
             settings.port = args.port;
+        }
+        if args.save_dir.is_some() {
+            settings.save_dir = args.save_dir.clone();
         }
         Ok(settings)
     }
@@ -202,6 +211,12 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
     if let Some(Backlog(b)) = file.backlog {
         s.backlog = b;
     }
+    if let Some(SaveDirPath(d)) = file.save_dir {
+        s.save_dir = Some(d);
+    }
+    if let Some(f) = file.fsync {
+        s.fsync = f;
+    }
     if let Some(log) = file.log {
         if let Some(t) = log.target {
             s.log_target = t;
@@ -260,6 +275,8 @@ struct FileConfig {
     max_connections: Option<AtLeastOne>,
     shutdown_grace: Option<Dur>,
     backlog: Option<Backlog>,
+    save_dir: Option<SaveDirPath>,
+    fsync: Option<bool>,
     log: Option<LogSection>,
 }
 
@@ -276,6 +293,19 @@ struct Dur(Duration);
 struct Positive(Duration);
 struct AtLeastOne(usize);
 struct Backlog(u16);
+struct SaveDirPath(PathBuf);
+
+impl<'de> Deserialize<'de> for SaveDirPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.contains('\0') {
+            return Err(de::Error::custom(
+                "save_dir must be a non-empty directory path",
+            ));
+        }
+        Ok(SaveDirPath(PathBuf::from(s)))
+    }
+}
 
 fn int_in<'de, D: Deserializer<'de>>(d: D, lo: i64, hi: i64, what: &str) -> Result<i64, D::Error> {
     let n = i64::deserialize(d)?;

@@ -7,9 +7,12 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use crate::save::{Part, SaveDir, SpliceError};
 
 /// The first and only bytes the server ever sends.
 pub const GREETING: &[u8] = b"accio\r\n";
@@ -27,6 +30,8 @@ pub enum Outcome {
     GreetingFailed(io::Error),
     /// Any other socket error.
     Failed(io::Error),
+    /// The saved file could not be written.
+    SaveFailed(io::Error),
     /// Still open when the server stopped.
     Stopped,
 }
@@ -48,6 +53,8 @@ pub enum Progress {
     Eof,
     Reset,
     Failed(io::Error),
+    /// Writing the saved file failed.
+    WriteFailed(io::Error),
 }
 
 pub struct Connection {
@@ -62,6 +69,8 @@ pub struct Connection {
     /// The deadline of this connection's live entry in the timer heap; an
     /// entry with another deadline is stale.
     pub queued: Instant,
+    /// The file being saved, in `--save-dir` mode.
+    pub part: Option<Part>,
 }
 
 impl Connection {
@@ -84,6 +93,7 @@ impl Connection {
             accepted: now,
             deadline,
             queued: deadline,
+            part: None,
         }
     }
 
@@ -118,17 +128,29 @@ impl Connection {
     /// one syscall less per wake-up. The exception is a FIN that was already
     /// queued behind the data: it raised its event before this read, so when
     /// the event said the peer closed (`peer_closed`), read on to EOF.
-    pub fn drain(&mut self, budget: u32, peer_closed: bool) -> Progress {
+    pub fn drain(
+        &mut self,
+        budget: u32,
+        peer_closed: bool,
+        mut save: Option<&mut SaveDir>,
+    ) -> Progress {
         for _ in 0..budget {
-            match discard(&self.stream) {
+            let moved = match (save.as_deref_mut(), self.part.as_mut()) {
+                (Some(dir), Some(part)) => dir.splice(self.stream.as_raw_fd(), part),
+                _ => discard(&self.stream).map_err(SpliceError::Socket),
+            };
+            match moved {
                 Ok(0) => return Progress::Eof,
                 Ok(n) => {
                     self.bytes += n as u64;
-                    if n < DISCARD_MAX && !peer_closed {
+                    // Only a MSG_TRUNC read knows a short read emptied the
+                    // queue; a splice may stop early at a full pipe.
+                    if self.part.is_none() && n < DISCARD_MAX && !peer_closed {
                         return Progress::Idle;
                     }
                 }
-                Err(e) => {
+                Err(SpliceError::File(e)) => return Progress::WriteFailed(e),
+                Err(SpliceError::Socket(e)) => {
                     return match e.kind() {
                         io::ErrorKind::WouldBlock => Progress::Idle,
                         io::ErrorKind::Interrupted => continue,
@@ -159,7 +181,6 @@ const DISCARD_MAX: usize = 16 * 1024;
 
 #[cfg(target_os = "linux")]
 fn discard(stream: &TcpStream) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     // SAFETY: with MSG_TRUNC on a TCP socket Linux never writes to the
     // buffer, so a null pointer is valid (tcp(7)).
     let n = unsafe {

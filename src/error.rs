@@ -16,6 +16,8 @@ pub enum Error {
     Config(String),
     /// A socket could not be created, bound or inherited (EX_OSERR).
     Os(String),
+    /// The save directory cannot be created or written (EX_CANTCREAT).
+    CantCreate(String),
 }
 
 impl Error {
@@ -25,6 +27,7 @@ impl Error {
             Error::Usage(_) => 64,
             Error::Config(_) => 78,
             Error::Os(_) => 71,
+            Error::CantCreate(_) => 73,
         }
     }
 }
@@ -32,7 +35,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Config(m) | Error::Os(m) => f.write_str(m),
+            Error::Usage(m) | Error::Config(m) | Error::Os(m) | Error::CantCreate(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`server`]: the event loop: accept, limits, timers, stop, reload.
 //! - [`connection`]: greeting, zero-copy counting, outcomes.
 //! - [`output`]: one write(2) per stdout line.
+//! - [`save`]: `--save-dir`: splice to a temporary file, rename when done.
 //! - [`signals`]: signals as events of the loop.
 //! - [`notify`]: sd_notify(3) messages.
 //! - [`log`]: syslog or stderr diagnostics.
@@ -27,5 +28,6 @@ pub mod listener;
 pub mod log;
 pub mod notify;
 pub mod output;
+pub mod save;
 pub mod server;
 pub mod signals;

@@ -20,6 +20,7 @@ use crate::cli::Args;
 use crate::config::{Settings, fmt_duration};
 use crate::connection::{Connection, Outcome, Progress};
 use crate::log::{Level, Log};
+use crate::save::SaveDir;
 use crate::signals::{Request, Signals};
 use crate::{notify, output};
 
@@ -71,6 +72,10 @@ pub struct Server<'a> {
     args: Args,
     log: &'a Log,
     signals: Signals,
+    /// `--save-dir` mode: where each connection's bytes go.
+    save: Option<SaveDir>,
+    /// The number of the last accepted connection; in saving mode it starts
+    /// at the largest `N.file` already saved.
     accepted: u64,
     served: u64,
     bytes: u64,
@@ -92,6 +97,7 @@ impl<'a> Server<'a> {
         args: Args,
         log: &'a Log,
         mut signals: Signals,
+        save: Option<(SaveDir, u64)>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
@@ -108,6 +114,10 @@ impl<'a> Server<'a> {
             });
         }
         let now = Instant::now();
+        let (save, accepted) = match save {
+            Some((dir, largest)) => (Some(dir), largest),
+            None => (None, 0),
+        };
         Ok(Server {
             poll,
             listeners: ours,
@@ -120,7 +130,8 @@ impl<'a> Server<'a> {
             args,
             log,
             signals,
-            accepted: 0,
+            save,
+            accepted,
             served: 0,
             bytes: 0,
             accept_backoff: None,
@@ -136,8 +147,15 @@ impl<'a> Server<'a> {
     /// Serve until a stop signal; every accepted connection gets its line.
     pub fn run(mut self) -> io::Result<()> {
         let addrs: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+        let saving = self.save.as_ref().map_or(String::new(), |d| {
+            format!(
+                ", saving to {} from {}.file on",
+                d.path().display(),
+                self.accepted + 1
+            )
+        });
         self.log.notice(&format!(
-            "started {} {}: listening on {}, pid {}, config {}",
+            "started {} {}: listening on {}, pid {}, config {}{saving}",
             crate::log::IDENT,
             env!("CARGO_PKG_VERSION"),
             addrs.join(", "),
@@ -229,7 +247,7 @@ impl<'a> Server<'a> {
             return;
         };
         let before = conn.bytes;
-        let progress = conn.drain(READ_BUDGET, peer_closed);
+        let progress = conn.drain(READ_BUDGET, peer_closed, self.save.as_mut());
         if conn.bytes != before {
             conn.deadline = now + idle;
             // Only a shortened timeout (after a reload) needs a new entry;
@@ -246,6 +264,7 @@ impl<'a> Server<'a> {
             Progress::Eof => self.finish(slot, Outcome::Counted, now),
             Progress::Reset => self.finish(slot, Outcome::Reset, now),
             Progress::Failed(e) => self.finish(slot, Outcome::Failed(e), now),
+            Progress::WriteFailed(e) => self.finish(slot, Outcome::SaveFailed(e), now),
         }
     }
 
@@ -324,9 +343,18 @@ impl<'a> Server<'a> {
         let mut conn =
             Connection::new(stream, self.accepted, peer, now, self.settings.idle_timeout);
         self.active += 1;
-        let started = conn
-            .greet()
-            .map_err(Outcome::GreetingFailed)
+        let part = match &self.save {
+            Some(dir) => dir
+                .create(conn.number)
+                .map(Some)
+                .map_err(Outcome::SaveFailed),
+            None => Ok(None),
+        };
+        let started = part
+            .and_then(|part| {
+                conn.part = part;
+                conn.greet().map_err(Outcome::GreetingFailed)
+            })
             .and_then(|()| {
                 self.poll
                     .registry()
@@ -366,9 +394,10 @@ impl<'a> Server<'a> {
 
     /// Write the connection's line, log it, close the socket.
     fn finish(&mut self, slot: usize, outcome: Outcome, now: Instant) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        let outcome = self.save_file(&mut conn, outcome);
         self.free.push(slot);
         self.active -= 1;
         self.served += 1;
@@ -396,6 +425,42 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Give a saved connection its final `N.file` (the bytes, or `ERROR`)
+    /// before its line is written; a failure to save turns a count into
+    /// ERROR, since the line must not promise a file that is not there.
+    fn save_file(&self, conn: &mut Connection, outcome: Outcome) -> Outcome {
+        let (Some(dir), Some(part)) = (&self.save, conn.part.take()) else {
+            return outcome;
+        };
+        let outcome = if outcome.is_counted() {
+            match dir.commit(part) {
+                Ok(_) => return outcome,
+                Err(e) => Outcome::SaveFailed(e),
+            }
+        } else {
+            match dir.fail(part) {
+                Ok(_) => return outcome,
+                Err(e) => {
+                    self.log.err(&format!(
+                        "connection {}: cannot write its ERROR file in {}: {e}",
+                        conn.number,
+                        dir.path().display()
+                    ));
+                    return outcome;
+                }
+            }
+        };
+        // The part file is gone; leave ERROR in N.file if the disk allows.
+        if let Err(e) = dir.create(conn.number).and_then(|p| dir.fail(p)) {
+            self.log.err(&format!(
+                "connection {}: cannot write its ERROR file in {}: {e}",
+                conn.number,
+                dir.path().display()
+            ));
+        }
+        outcome
+    }
+
     fn log_connection(&self, conn: &Connection, outcome: &Outcome, now: Instant) {
         let (level, what) = match outcome {
             Outcome::Counted => (Level::Info, "closed by client".to_string()),
@@ -407,6 +472,7 @@ impl<'a> Server<'a> {
             Outcome::Stopped => (Level::Warning, "aborted at stop".to_string()),
             Outcome::GreetingFailed(e) => (Level::Err, format!("greeting failed: {e}")),
             Outcome::Failed(e) => (Level::Err, format!("failed: {e}")),
+            Outcome::SaveFailed(e) => (Level::Err, format!("saving failed: {e}")),
         };
         if !self.log.enabled(level) {
             return;
@@ -450,7 +516,7 @@ impl<'a> Server<'a> {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            let outcome = match conn.drain(READ_BUDGET, true) {
+            let outcome = match conn.drain(READ_BUDGET, true, self.save.as_mut()) {
                 Progress::Eof => Outcome::Counted,
                 _ => Outcome::Stopped,
             };
@@ -481,6 +547,10 @@ impl<'a> Server<'a> {
                 s.idle_timeout = new.idle_timeout;
                 s.max_connections = new.max_connections;
                 s.shutdown_grace = new.shutdown_grace;
+                s.fsync = new.fsync;
+                if let Some(dir) = self.save.as_mut() {
+                    dir.fsync = new.fsync;
+                }
                 s.log_target = new.log_target;
                 s.log_level = new.log_level;
                 self.log.reconfigure(new.log_target, new.log_level);
