@@ -4,8 +4,10 @@
 //! reference receiver written here (blocking, counts with `recv(fd, NULL, huge,
 //! MSG_TRUNC)`, run as a separate process by re-executing this binary) and against the
 //! peers a user would otherwise pick (`socat | wc -c`, `nc -l | wc -c`, the textbook
-//! Python server in `bench/textbook_server.py`). Every count line a receiver prints is
-//! checked; a wrong or missing one makes the run exit non-zero.
+//! Python server in `bench/textbook_server.py`). The server also runs in its saving mode
+//! (`--save-dir` on a tmpfs under /dev/shm, issue 6). Every count line a receiver prints
+//! is checked, and so is every file the saving server writes; a wrong or missing one
+//! makes the run exit non-zero.
 //!
 //! ```text
 //! cargo bench --bench throughput                 # full run, a few minutes
@@ -52,7 +54,8 @@ usage: cargo bench --bench throughput -- [OPTIONS]
                       checks every count line, asserts nothing about speed
   --sizes LIST        transfer sizes, e.g. 1M,100M,1G,4G (suffixes K, M, G = KiB, MiB, GiB)
   --rounds N          interleaved rounds per size (default 9; smoke 2)
-  --receivers LIST    subset of reference,server,socat,nc,python (reference always runs)
+  --receivers LIST    subset of reference,server,server-save,socat,nc,python
+                      (reference always runs; server-save = server --save-dir on /dev/shm)
   --conns N           sequential connections per connection-rate round (default 2000)
   --idle-conns N      concurrent idle connections to the server (default 1000)
   --skip-extras       only the transfer table (no connection rate, start/stop, idle)
@@ -64,14 +67,17 @@ environment: ACCIO_BENCH_SERVER=PATH benchmarks that binary instead of the one c
 enum Kind {
     Reference,
     Server,
+    /// The server with `--save-dir` on a fresh directory under /dev/shm (tmpfs).
+    ServerSave,
     Socat,
     Nc,
     Python,
 }
 
-const ALL_KINDS: [Kind; 5] = [
+const ALL_KINDS: [Kind; 6] = [
     Kind::Reference,
     Kind::Server,
+    Kind::ServerSave,
     Kind::Socat,
     Kind::Nc,
     Kind::Python,
@@ -82,6 +88,7 @@ impl Kind {
         match self {
             Kind::Reference => "reference (MSG_TRUNC)",
             Kind::Server => "**server**",
+            Kind::ServerSave => "**server --save-dir** (tmpfs)",
             Kind::Socat => "socat \\| wc -c",
             Kind::Nc => "nc -l \\| wc -c",
             Kind::Python => "textbook Python",
@@ -92,6 +99,7 @@ impl Kind {
         match self {
             Kind::Reference => "reference",
             Kind::Server => "server",
+            Kind::ServerSave => "server-save",
             Kind::Socat => "socat",
             Kind::Nc => "nc",
             Kind::Python => "python",
@@ -100,7 +108,10 @@ impl Kind {
 
     /// Whether it sends `accio\r\n` (the sender then waits for it before sending).
     fn greets(self) -> bool {
-        matches!(self, Kind::Reference | Kind::Server | Kind::Python)
+        matches!(
+            self,
+            Kind::Reference | Kind::Server | Kind::ServerSave | Kind::Python
+        )
     }
 
     /// Whether it serves one connection and exits (socat, nc): its CPU and peak RSS
@@ -566,6 +577,14 @@ struct Ctx {
     notes: Vec<String>,
     failures: Vec<String>,
     server_logs: usize,
+    /// server-save's base directory, /dev/shm/accio-bench-PID: each of its
+    /// transfers saves into a fresh subdirectory. Removed when the Ctx is dropped,
+    /// whatever happened.
+    save_base: Option<RemoveOnDrop>,
+    /// Subdirectories made so far (their names).
+    save_dirs: usize,
+    /// Files saved by server-save that were checked (size, content) and deleted.
+    saves_checked: usize,
 }
 
 impl Ctx {
@@ -573,6 +592,74 @@ impl Ctx {
         status_line(&format!("FAIL: {msg}"), true);
         self.failures.push(msg);
     }
+}
+
+/// A directory that is removed (with what it holds) when this is dropped: on
+/// success, on error and while unwinding alike.
+struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    /// Removes it now, reporting a failure (drop would only try).
+    fn remove(self) -> Result<(), String> {
+        let r =
+            fs::remove_dir_all(&self.0).map_err(|e| format!("removing {}: {e}", self.0.display()));
+        std::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        match fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                eprintln!("warning: cannot remove {}: {e}", self.0.display());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where server-save writes: /dev/shm/accio-bench-PID, created fresh, if /dev/shm is
+/// a tmpfs (the target is about saving to tmpfs; a disk would measure the disk).
+fn save_base() -> Result<RemoveOnDrop, String> {
+    let shm = Path::new("/dev/shm");
+    // SAFETY: statfs is plain data; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut st) } != 0 {
+        return Err(format!(
+            "/dev/shm is not available ({})",
+            io::Error::last_os_error()
+        ));
+    }
+    if st.f_type != libc::TMPFS_MAGIC {
+        return Err("/dev/shm is not a tmpfs".to_string());
+    }
+    // Leftovers of runs that were killed (Ctrl-C skips every Drop): their pid is gone.
+    // A leftover of an earlier run with our pid goes too: start empty.
+    let ours = std::process::id().to_string();
+    for entry in fs::read_dir(shm).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("accio-bench-"))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .is_some_and(|pid| pid == ours || !Path::new("/proc").join(pid).exists());
+        if stale {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let base = shm.join(format!("accio-bench-{}", std::process::id()));
+    fs::create_dir(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    Ok(RemoveOnDrop(base))
+}
+
+/// Free bytes for an unprivileged user on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Progress on stderr: a line rewritten in place on a terminal; in a log (CI) only
@@ -594,6 +681,9 @@ struct Receiver {
     port: u16,
     procs: Vec<Proc>,
     lines: mpsc::Receiver<String>,
+    /// server-save's fresh directory; declared after `procs`, so that on drop the
+    /// server is killed before its directory is removed.
+    save_dir: Option<RemoveOnDrop>,
 }
 
 impl Receiver {
@@ -649,19 +739,31 @@ fn start_receiver(
 ) -> Result<Receiver, String> {
     let p = port.to_string();
     let mut procs = Vec::new();
+    let mut save_dir = None;
     let stdout;
     match kind {
-        Kind::Reference | Kind::Server | Kind::Python => {
+        Kind::Reference | Kind::Server | Kind::ServerSave | Kind::Python => {
             let mut cmd = match kind {
                 Kind::Reference => {
                     let mut c = Command::new(&ctx.self_exe);
                     c.arg("__reference").arg(&p);
                     c
                 }
-                Kind::Server => {
+                Kind::Server | Kind::ServerSave => {
                     let mut c = Command::new(&ctx.server);
                     if let Some(cfg) = config {
                         c.arg("--config").arg(cfg);
+                    }
+                    if kind == Kind::ServerSave {
+                        let base = ctx
+                            .save_base
+                            .as_ref()
+                            .ok_or("server-save: no directory under /dev/shm")?;
+                        ctx.save_dirs += 1;
+                        let dir = base.0.join(ctx.save_dirs.to_string());
+                        fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                        c.arg("--save-dir").arg(&dir);
+                        save_dir = Some(RemoveOnDrop(dir));
                     }
                     c.arg(&p);
                     // Its per-connection log lines (stderr when /dev/log is absent).
@@ -712,6 +814,7 @@ fn start_receiver(
         port,
         procs,
         lines: line_reader(stdout),
+        save_dir,
     })
 }
 
@@ -969,6 +1072,7 @@ fn measure_transfer(
     size: u64,
     buf: &AlignedBuf,
     pin: bool,
+    whole_check: bool,
 ) -> Result<Sample, String> {
     let mut r = spawn_receiver(ctx, kind, None)?;
     let _pinned = if pin {
@@ -1030,7 +1134,15 @@ fn measure_transfer(
             .sum();
         (cpu, rss, switches)
     };
+    let saved = r.save_dir.take();
     r.stop()?;
+    if let Some(dir) = saved {
+        // The server renames the file into place before it writes the line.
+        check_saved(&dir.0, size, buf, whole_check)
+            .map_err(|e| format!("{} {}: {e}", kind.key(), size_name(size)))?;
+        dir.remove()?;
+        ctx.saves_checked += 1;
+    }
     Ok(Sample {
         secs: dur.as_secs_f64(),
         cpu_secs: cpu_ns as f64 / 1e9,
@@ -1038,6 +1150,82 @@ fn measure_transfer(
         sender_cpu_secs,
         switches,
     })
+}
+
+/// Up to this size a saved file is compared whole with what was sent (and in a smoke
+/// run at any size); above it, `SAMPLES` windows of `SAMPLE_LEN` bytes.
+const WHOLE_CHECK_MAX: u64 = 64 << 20;
+const SAMPLES: u64 = 32;
+const SAMPLE_LEN: u64 = 64 << 10;
+
+/// What `server --save-dir` left in its fresh directory after one transfer of `size`
+/// bytes: exactly `1.file` (no temporary file left over), `size` bytes long, holding
+/// the sender's 1 MiB buffer repeated: whole, or sampled (the first and last window
+/// and windows at odd offsets in between).
+fn check_saved(dir: &Path, size: u64, buf: &AlignedBuf, whole: bool) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| format!("listing {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names != ["1.file"] {
+        return Err(format!(
+            "{} holds {names:?}, expected exactly [\"1.file\"]",
+            dir.display()
+        ));
+    }
+    let path = dir.join("1.file");
+    let file = fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len != size {
+        return Err(format!(
+            "{} is {len} bytes, {size} were sent",
+            path.display()
+        ));
+    }
+    let data = buf.as_slice();
+    let chunk = data.len() as u64;
+    let windows: Vec<(u64, u64)> = if whole || size <= WHOLE_CHECK_MAX {
+        (0..size.div_ceil(chunk))
+            .map(|k| (k * chunk, chunk.min(size - k * chunk)))
+            .collect()
+    } else {
+        (0..SAMPLES)
+            .map(|i| {
+                // Spread over the file, off any page or chunk boundary, last one at the end.
+                let at = (size - SAMPLE_LEN) / (SAMPLES - 1) * i + i * 4093;
+                (at.min(size - SAMPLE_LEN), SAMPLE_LEN)
+            })
+            .collect()
+    };
+    let mut got = vec![0u8; chunk as usize];
+    for (at, n) in windows {
+        let got = &mut got[..n as usize];
+        file.read_exact_at(got, at)
+            .map_err(|e| format!("{}: reading {n} bytes at {at}: {e}", path.display()))?;
+        let start = (at % chunk) as usize;
+        if data.get(start..start + got.len()) == Some(&*got) {
+            continue;
+        }
+        let mismatch = got
+            .iter()
+            .enumerate()
+            .find(|&(j, &b)| b != data[(start + j) % data.len()]);
+        if let Some((j, &b)) = mismatch {
+            let off = at + j as u64;
+            return Err(format!(
+                "{} differs from what was sent at byte {off}: {b}, sent {}",
+                path.display(),
+                data[(off % chunk) as usize]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Sequential connections: connect, read the greeting, close; until all `n` lines
@@ -1502,7 +1690,12 @@ fn run(opts: &Opts) -> Result<bool, String> {
         Err(e) => format!("unknown ({e})"),
     };
     let kinds = ctx.available.clone();
-    let multi: Vec<Kind> = kinds.iter().copied().filter(|k| !k.one_shot()).collect();
+    // The extras (connection rate, start/stop) are about serving, not saving.
+    let multi: Vec<Kind> = kinds
+        .iter()
+        .copied()
+        .filter(|&k| !k.one_shot() && k != Kind::ServerSave)
+        .collect();
     let per_size = vec![vec![Vec::new(); kinds.len()]; opts.sizes.len()];
     let mut res = Results {
         tput: per_size.clone(),
@@ -1566,26 +1759,36 @@ fn setup(opts: &Opts) -> Result<Ctx, String> {
         notes: Vec::new(),
         failures: Vec::new(),
         server_logs: 0,
+        save_base: None,
+        save_dirs: 0,
+        saves_checked: 0,
     };
     for &k in &opts.kinds {
         let missing = match k {
             Kind::Reference | Kind::Server => None,
-            Kind::Socat => {
-                (!in_path("socat")).then_some("socat is not installed (apt-get install -y socat)")
-            }
+            Kind::ServerSave => match save_base() {
+                Ok(base) => {
+                    ctx.save_base = Some(base);
+                    None
+                }
+                Err(why) => Some(why),
+            },
+            Kind::Socat => (!in_path("socat"))
+                .then(|| "socat is not installed (apt-get install -y socat)".to_string()),
             Kind::Nc => {
                 let mut nc = Command::new("nc");
                 nc.arg("-h");
                 let openbsd = probe(nc).is_some_and(|(_, text)| text.contains("OpenBSD"));
-                (!openbsd)
-                    .then_some("OpenBSD nc is not installed (apt-get install -y netcat-openbsd)")
+                (!openbsd).then(|| {
+                    "OpenBSD nc is not installed (apt-get install -y netcat-openbsd)".to_string()
+                })
             }
             Kind::Python => match python_executable() {
                 Some(py) => {
                     ctx.python = py;
                     None
                 }
-                None => Some("python3 is not installed"),
+                None => Some("python3 is not installed".to_string()),
             },
         };
         match missing {
@@ -1608,6 +1811,20 @@ fn run_transfers(opts: &Opts, ctx: &mut Ctx, buf: &AlignedBuf, res: &mut Results
             &format!("transfers of {}, {} rounds", size_name(size), opts.rounds),
             true,
         );
+        // server-save needs room for one file (each is deleted after its check).
+        let room = ctx
+            .save_base
+            .as_ref()
+            .and_then(|b| free_bytes(&b.0))
+            .unwrap_or(0);
+        let save_fits = size.saturating_add(256 << 20) <= room;
+        if res.kinds.contains(&Kind::ServerSave) && !save_fits {
+            ctx.notes.push(format!(
+                "skipped server-save at {}: /dev/shm has {} MiB free",
+                size_name(size),
+                room >> 20
+            ));
+        }
         for round in 0..opts.rounds {
             let order: Vec<usize> = if round % 2 == 0 {
                 (0..n).collect()
@@ -1616,9 +1833,12 @@ fn run_transfers(opts: &Opts, ctx: &mut Ctx, buf: &AlignedBuf, res: &mut Results
             };
             for ki in order {
                 let kind = res.kinds[ki];
+                if kind == Kind::ServerSave && !save_fits {
+                    continue;
+                }
                 let what = format!("{} round {}/{}", size_name(size), round + 1, opts.rounds);
                 status_line(&format!("{what}: {}", kind.key()), false);
-                match measure_transfer(ctx, kind, size, buf, opts.pin) {
+                match measure_transfer(ctx, kind, size, buf, opts.pin, opts.smoke) {
                     Ok(s) => {
                         res.transfers_checked += 1;
                         res.tput[si][ki].push((round, size as f64 / s.secs / 1e6));
@@ -1779,6 +1999,26 @@ fn report(opts: &Opts, ctx: &Ctx, res: &Results, started: Instant) -> String {
         "\nEvery transfer's count line was checked: {} correct.",
         res.transfers_checked
     );
+    if let Some(base) = &ctx.save_base {
+        let _ = writeln!(
+            w,
+            "\nserver --save-dir: the same binary with `--save-dir` on a fresh directory under \
+             `{}` (tmpfs) per transfer, default configuration (fsync on). After each transfer \
+             the directory had to hold exactly `1.file` with the bytes sent ({}); {} files \
+             checked, then deleted.",
+            base.0.display(),
+            if opts.smoke {
+                "compared whole".to_string()
+            } else {
+                format!(
+                    "compared whole up to {}, above it {SAMPLES} windows of {} KiB",
+                    size_name(WHOLE_CHECK_MAX),
+                    SAMPLE_LEN >> 10
+                )
+            },
+            ctx.saves_checked
+        );
+    }
     if opts.extras {
         let _ = writeln!(
             w,
@@ -1848,11 +2088,11 @@ fn report(opts: &Opts, ctx: &Ctx, res: &Results, started: Instant) -> String {
     w
 }
 
-/// Issue 5's targets, judged on this run's medians.
+/// Issue 5's targets (counting) and issue 6's (saving), judged on this run.
 fn write_targets(w: &mut String, opts: &Opts, res: &Results) {
     let _ = writeln!(
         w,
-        "\n### Issue 5 targets (this run)\n\n| target | measured | met |\n| --- | --- | --- |"
+        "\n### Issue 5 and 6 targets (this run)\n\n| target | measured | met |\n| --- | --- | --- |"
     );
     let mut target = |name: &str, measured: Option<(String, bool)>| {
         let (m, ok) = match measured {
@@ -1943,6 +2183,41 @@ fn write_targets(w: &mut String, opts: &Opts, res: &Results) {
                 r.idle_secs
             );
             (m, r.cpu_secs <= 0.001)
+        }),
+    );
+    // Issue 6: saving, against counting only, both from this run.
+    let save = res.kinds.iter().position(|&k| k == Kind::ServerSave);
+    let save_ratio = si_of(1 << 30)
+        .zip(save)
+        .zip(server)
+        .and_then(|((si, sv), s)| {
+            let r = median(&res.tput[si][sv])? / median(&res.tput[si][s])?;
+            Some((ratio_cell(&res.tput[si][sv], &res.tput[si][s]), r))
+        });
+    target(
+        "saving 1 GiB to tmpfs ≥ 0.8× counting-only server (same run)",
+        save_ratio.map(|(cell, r)| (cell, r >= 0.8)),
+    );
+    // The largest peak RSS of any saving transfer, at any size.
+    let save_rss = save.and_then(|sv| {
+        let all: Vec<f64> = res
+            .rss
+            .iter()
+            .flat_map(|per_kind| per_kind[sv].iter().map(|p| p.1))
+            .collect();
+        let max = all
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))?;
+        Some((max, all.len()))
+    });
+    target(
+        "peak RSS ≤ 4 MiB while saving",
+        save_rss.map(|(max, n)| {
+            (
+                format!("{} MiB (largest of {n} transfers)", num(max)),
+                max <= 4.0,
+            )
         }),
     );
 }

@@ -211,23 +211,26 @@ impl SaveDir {
     }
 
     /// The connection ended with ERROR: the file says exactly `ERROR`.
+    /// Not fsynced: a stop ends every open connection this way and must
+    /// stay fast, and a lost ERROR marker loses no data.
     pub fn fail(&self, part: Part) -> io::Result<PathBuf> {
         self.finish(part, Some(ERROR_CONTENT))
     }
 
     fn finish(&self, mut part: Part, replace: Option<&[u8]>) -> io::Result<PathBuf> {
         let target = self.dir.join(format!("{}.file", part.number));
+        let durable = self.fsync && replace.is_none();
         let done = (|| {
             if let Some(content) = replace {
                 part.file.set_len(0)?;
                 part.file.rewind()?;
                 part.file.write_all(content)?;
             }
-            if self.fsync {
+            if durable {
                 part.file.sync_all()?;
             }
             fs::rename(&part.temp, &target)?;
-            if self.fsync {
+            if durable {
                 self.handle.sync_all()?;
             }
             Ok(target)
