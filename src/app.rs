@@ -39,11 +39,10 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
         (Some(p), _) => Some(p),
         (None, false) => None,
         (None, true) => {
-            return Err(Error::Usage(
-                "missing PORT: give it as an argument (server 5000) or as `port` in the --config file\n\
-                 Usage: server [OPTIONS] [PORT]; try 'server --help'"
-                    .into(),
-            ));
+            return Err(Error::Usage(format!(
+                "missing PORT: give it as an argument (server 5000) or as `port` in the --config file\n{}",
+                cli::usage_hint(cli::USAGE)
+            )));
         }
     };
     if args.check_config {

@@ -166,9 +166,10 @@ fn wrap(text: &str, indent: usize, width: usize) -> String {
     out
 }
 
-fn after_help() -> String {
+/// Render manual sections as plain text for clap's `after_help`.
+pub fn render_manual(sections: &[Section]) -> String {
     let mut out = String::new();
-    for section in MANUAL {
+    for section in sections {
         out.push_str(section.title);
         out.push('\n');
         for (term, text) in section.items {
@@ -189,7 +190,7 @@ pub fn command() -> Command {
     Command::new("server")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
-        .after_help(after_help())
+        .after_help(render_manual(MANUAL))
         .arg(
             Arg::new("port")
                 .value_name("PORT")
@@ -220,22 +221,44 @@ pub fn command() -> Command {
         )
 }
 
+/// The server's synopsis, for usage hints.
+pub const USAGE: &str = "server [OPTIONS] [PORT]";
+
+/// What clap made of argv, in the contract's terms.
+pub enum Matched {
+    Args(clap::ArgMatches),
+    /// Help or version text for stdout, after which the process exits 0.
+    Print(String),
+}
+
+/// Run clap without letting it exit: help and version become text to
+/// print, any other error the one-line usage message (`Err`) that the
+/// caller turns into `ERROR:` and exit 64.
+pub fn get_matches<I, T>(cmd: Command, argv: I, usage: &str) -> Result<Matched, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match cmd.try_get_matches_from(argv) {
+        Ok(m) => Ok(Matched::Args(m)),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Ok(Matched::Print(e.to_string()))
+            }
+            _ => Err(usage_message(&e.to_string(), usage)),
+        },
+    }
+}
+
 /// Parse argv (including the program name) into an [`Action`].
 pub fn parse<I, T>(argv: I) -> Result<Action, Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = match command().try_get_matches_from(argv) {
-        Ok(m) => m,
-        Err(e) => {
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Ok(Action::Print(e.to_string()))
-                }
-                _ => Err(Error::Usage(usage_message(&e.to_string()))),
-            };
-        }
+    let matches = match get_matches(command(), argv, USAGE).map_err(Error::Usage)? {
+        Matched::Print(text) => return Ok(Action::Print(text)),
+        Matched::Args(m) => m,
     };
     Ok(Action::Run(Args {
         port: matches.get_one::<u16>("port").copied(),
@@ -245,9 +268,15 @@ where
     }))
 }
 
+/// The second line of every usage error: the synopsis and where to read on.
+pub fn usage_hint(usage: &str) -> String {
+    let program = usage.split_whitespace().next().unwrap_or(usage);
+    format!("Usage: {usage}; try '{program} --help'")
+}
+
 /// Turn clap's multi-line `error: ...` report into the contract's one
 /// `ERROR:` line plus a hint.
-fn usage_message(clap_text: &str) -> String {
+fn usage_message(clap_text: &str, usage: &str) -> String {
     let first = clap_text.lines().next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let tip = clap_text
@@ -256,7 +285,7 @@ fn usage_message(clap_text: &str) -> String {
         .find(|l| l.starts_with("tip:"))
         .map(|t| format!("\n  {t}"))
         .unwrap_or_default();
-    format!("{first}{tip}\nUsage: server [OPTIONS] [PORT]; try 'server --help'")
+    format!("{first}{tip}\n{}", usage_hint(usage))
 }
 
 /// PORT as SPEC.md defines it: ASCII digits only (leading zeros allowed),

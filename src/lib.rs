@@ -18,9 +18,11 @@
 //! - [`notify`]: sd_notify(3) messages.
 //! - [`log`]: syslog or stderr diagnostics.
 //! - [`app`]: the start sequence the `server` binary runs.
+//! - [`client`]: the `client` binary: greeting, sendfile or streaming, timeouts.
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -12,9 +12,23 @@ use clap_mangen::roff::{Roff, bold, roman};
 fn render() -> Vec<u8> {
     let cmd = accio_server::cli::command()
         .name("accio-server")
-        .bin_name("accio-server")
-        .after_help("");
-    let man = clap_mangen::Man::new(cmd).section("8");
+        .bin_name("accio-server");
+    render_page(
+        cmd,
+        "8",
+        accio_server::cli::MANUAL,
+        "systemd.socket(5), sd_notify(3), journalctl(1)",
+    )
+}
+
+/// One page: clap's sections, `manual`, SEE ALSO, version.
+fn render_page(
+    cmd: clap::Command,
+    section: &str,
+    manual: &[accio_server::cli::Section],
+    see_also: &str,
+) -> Vec<u8> {
+    let man = clap_mangen::Man::new(cmd.after_help("")).section(section);
     let mut out = Vec::new();
     man.render_title(&mut out).expect("title");
     man.render_name_section(&mut out).expect("name");
@@ -23,7 +37,7 @@ fn render() -> Vec<u8> {
         .expect("description");
     man.render_options_section(&mut out).expect("options");
     let mut roff = Roff::new();
-    for section in accio_server::cli::MANUAL {
+    for section in manual {
         roff.control("SH", [section.title]);
         for (term, text) in section.items {
             if term.is_empty() {
@@ -35,8 +49,7 @@ fn render() -> Vec<u8> {
             }
         }
     }
-    roff.control("SH", ["SEE ALSO"])
-        .text([roman("systemd.socket(5), sd_notify(3), journalctl(1)")]);
+    roff.control("SH", ["SEE ALSO"]).text([roman(see_also)]);
     roff.to_writer(&mut out).expect("sections");
     man.render_version_section(&mut out).expect("version");
     out
@@ -61,6 +74,38 @@ fn committed_man_page_matches_the_command_line() {
         "\\-\\-check\\-config",
         "EXIT STATUS",
         "SIGHUP",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from the man page");
+    }
+}
+
+#[test]
+fn committed_client_man_page_matches_the_command_line() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("doc/accio-client.1");
+    let cmd = accio_server::client::command()
+        .name("accio-client")
+        .bin_name("accio-client");
+    let fresh = render_page(
+        cmd,
+        "1",
+        accio_server::client::MANUAL,
+        "accio-server(8), sendfile(2), sysexits.h(3head)",
+    );
+    if std::env::var_os("ACCIO_UPDATE_MAN").is_some() {
+        std::fs::write(&path, &fresh).expect("write man page");
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "doc/accio-client.1 is stale: run ACCIO_UPDATE_MAN=1 cargo test --release --test manpage"
+    );
+    let text = String::from_utf8_lossy(&fresh);
+    for needle in [
+        "accio\\-client",
+        "\\-\\-progress",
+        "EXIT STATUS",
+        "TIMEOUTS",
+        "76",
     ] {
         assert!(text.contains(needle), "{needle} missing from the man page");
     }
