@@ -1,15 +1,46 @@
 //! sd_notify(3) messages to the service manager.
 //!
-//! Every function is a silent no-op without `NOTIFY_SOCKET` (the sd-notify
-//! crate checks), and a failed send is never fatal: the server's job is to
-//! serve, and systemd notices a missing READY or WATCHDOG on its own.
+//! Every function is a silent no-op without `NOTIFY_SOCKET`, and a failed
+//! send is never fatal: the server's job is to serve, and systemd notices a
+//! missing READY or WATCHDOG on its own.
+//!
+//! The messages are formatted by the sd-notify crate, but sent here on one
+//! socket kept for the life of the process: the crate opens a socket per
+//! message, which fails with EMFILE exactly when the server is out of file
+//! descriptors, and WATCHDOG=1 must keep flowing then. A send timeout keeps a
+//! manager that stops reading from freezing the serving loop.
 
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+/// The longest a notification may hold up the serving loop.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn socket() -> Option<&'static UnixDatagram> {
+    static SOCKET: OnceLock<Option<UnixDatagram>> = OnceLock::new();
+    SOCKET
+        .get_or_init(|| {
+            let path = std::env::var_os("NOTIFY_SOCKET")?;
+            let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
+                Some(name) => SocketAddr::from_abstract_name(name).ok()?,
+                None => SocketAddr::from_pathname(&path).ok()?,
+            };
+            let sock = UnixDatagram::unbound().ok()?;
+            sock.connect_addr(&addr).ok()?;
+            sock.set_write_timeout(Some(SEND_TIMEOUT)).ok()?;
+            Some(sock)
+        })
+        .as_ref()
+}
+
 fn send(states: &[NotifyState]) {
-    let _ = sd_notify::notify(states);
+    let Some(sock) = socket() else { return };
+    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let _ = sock.send(msg.as_bytes());
 }
 
 /// Every listener is open: `READY=1` with the first status line.

@@ -188,13 +188,13 @@ impl<'a> Server<'a> {
                     }
                     Token(slot) => {
                         let closed = event.is_read_closed() || event.is_error();
-                        self.service(slot, now, closed);
+                        self.service(slot, closed);
                     }
                 }
             }
             // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
-                self.service(slot, now, true);
+                self.service(slot, true);
             }
             if signalled {
                 for request in self.signals.pending() {
@@ -212,7 +212,7 @@ impl<'a> Server<'a> {
             if let Some(stop_at) = self.stop_at
                 && (self.active == 0 || now >= stop_at)
             {
-                self.end_all(now);
+                self.end_all();
                 break;
             }
         }
@@ -241,7 +241,7 @@ impl<'a> Server<'a> {
         .map(|t| t.saturating_duration_since(now))
     }
 
-    fn service(&mut self, slot: usize, now: Instant, peer_closed: bool) {
+    fn service(&mut self, slot: usize, peer_closed: bool) {
         let idle = self.settings.idle_timeout;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -249,7 +249,9 @@ impl<'a> Server<'a> {
         let before = conn.bytes;
         let progress = conn.drain(READ_BUDGET, peer_closed, self.save.as_mut());
         if conn.bytes != before {
-            conn.deadline = now + idle;
+            // A fresh clock, not the round's: a stdout write that blocked
+            // earlier in this round must not eat into the new idle period.
+            conn.deadline = Instant::now() + idle;
             // Only a shortened timeout (after a reload) needs a new entry;
             // a later deadline is picked up when the old entry falls due.
             if conn.deadline < conn.queued {
@@ -261,10 +263,10 @@ impl<'a> Server<'a> {
         match progress {
             Progress::Idle => {}
             Progress::Busy => self.busy.push(slot),
-            Progress::Eof => self.finish(slot, Outcome::Counted, now),
-            Progress::Reset => self.finish(slot, Outcome::Reset, now),
-            Progress::Failed(e) => self.finish(slot, Outcome::Failed(e), now),
-            Progress::WriteFailed(e) => self.finish(slot, Outcome::SaveFailed(e), now),
+            Progress::Eof => self.finish(slot, Outcome::Counted),
+            Progress::Reset => self.finish(slot, Outcome::Reset),
+            Progress::Failed(e) => self.finish(slot, Outcome::Failed(e)),
+            Progress::WriteFailed(e) => self.finish(slot, Outcome::SaveFailed(e)),
         }
     }
 
@@ -285,7 +287,7 @@ impl<'a> Server<'a> {
                     continue;
                 }
                 match self.listeners[i].socket.accept() {
-                    Ok((stream, peer)) => self.open(stream, peer, now),
+                    Ok((stream, peer)) => self.open(stream, peer),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.listeners[i].pending = false
                     }
@@ -334,7 +336,10 @@ impl<'a> Server<'a> {
         }
     }
 
-    fn open(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
+        // The idle clock starts at this accept, not when the round began
+        // (stdout writes earlier in the round may have blocked).
+        let now = Instant::now();
         self.accepted += 1;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -353,7 +358,11 @@ impl<'a> Server<'a> {
         let started = part
             .and_then(|part| {
                 conn.part = part;
-                conn.greet().map_err(Outcome::GreetingFailed)
+                conn.greet().map_err(|e| match e.kind() {
+                    // The client reset (or closed) before its greeting.
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Outcome::Reset,
+                    _ => Outcome::GreetingFailed(e),
+                })
             })
             .and_then(|()| {
                 self.poll
@@ -365,7 +374,7 @@ impl<'a> Server<'a> {
             .push(Reverse((conn.deadline, slot, conn.number)));
         self.conns[slot] = Some(conn);
         if let Err(outcome) = started {
-            self.finish(slot, outcome, now);
+            self.finish(slot, outcome);
         }
     }
 
@@ -384,7 +393,7 @@ impl<'a> Server<'a> {
             }
             if conn.deadline <= now {
                 let idle = self.settings.idle_timeout;
-                self.finish(slot, Outcome::TimedOut(idle), now);
+                self.finish(slot, Outcome::TimedOut(idle));
             } else {
                 conn.queued = conn.deadline;
                 self.timers.push(Reverse((conn.deadline, slot, number)));
@@ -393,10 +402,13 @@ impl<'a> Server<'a> {
     }
 
     /// Write the connection's line, log it, close the socket.
-    fn finish(&mut self, slot: usize, outcome: Outcome, now: Instant) {
+    fn finish(&mut self, slot: usize, outcome: Outcome) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        // Fresh: the logged duration and the status schedule must not lag
+        // behind stdout writes that blocked earlier in this round.
+        let now = Instant::now();
         let outcome = self.save_file(&mut conn, outcome);
         self.free.push(slot);
         self.active -= 1;
@@ -511,7 +523,7 @@ impl<'a> Server<'a> {
 
     /// The stop's last step: a connection whose FIN is already queued still
     /// gets its count; every other one ends with ERROR.
-    fn end_all(&mut self, now: Instant) {
+    fn end_all(&mut self) {
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
@@ -520,7 +532,7 @@ impl<'a> Server<'a> {
                 Progress::Eof => Outcome::Counted,
                 _ => Outcome::Stopped,
             };
-            self.finish(slot, outcome, now);
+            self.finish(slot, outcome);
         }
     }
 
