@@ -3,7 +3,7 @@
 //! As root, each case runs `tests/journal/in-namespace.sh` as PID 1 of a
 //! private PID + mount namespace (`setpriv --pdeathsig KILL unshare --pid
 //! --fork --kill-child --mount --propagation private`), so nothing outlives
-//! the test. The script gives the namespace its own /proc, /run, /tmp,
+//! the test. The script gives the namespace its own /proc, /run,
 //! /var/log/journal and /dev (a tmpfs with a few device nodes); the network
 //! is the host's, so the test connects to the server directly.
 //!
@@ -139,8 +139,8 @@ fn assert_host_unchanged(before: &BTreeMap<String, BTreeSet<String>>, had_dev_lo
 
 // ------------------------------------------------------------ namespace
 
-/// A private work directory under CARGO_TARGET_TMPDIR (reachable from
-/// inside the namespace, whose /tmp is private), removed on drop.
+/// A private work directory under CARGO_TARGET_TMPDIR (inside the checkout,
+/// reachable from the namespace), removed on drop.
 struct WorkDir(PathBuf);
 
 impl WorkDir {
