@@ -17,6 +17,9 @@
 //!
 //! See BENCHMARKS.md for what is measured and how to read the table.
 
+#[path = "../tests/common/ports.rs"]
+mod ports;
+
 use std::alloc::{self, Layout};
 use std::env;
 use std::fmt::Write as _;
@@ -531,12 +534,11 @@ fn line_reader(out: ChildStdout) -> mpsc::Receiver<String> {
 }
 
 /// A free port: bind 127.0.0.1:0, read the port, close.
+/// A port below the ephemeral range, free for a 0.0.0.0 bind: a client's
+/// TIME_WAIT entry on an ephemeral port (thousands after the connection-rate
+/// rounds or a test run) would refuse the receiver's bind.
 fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("local_addr: {e}"))
+    Ok(ports::free_port())
 }
 
 /// Whether some socket listens on `port` (IPv4 or IPv6), without connecting to it:
