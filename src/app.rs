@@ -57,7 +57,14 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
             .map_or("no configuration file".to_string(), |p| {
                 p.display().to_string()
             });
-        eprintln!("configuration OK ({source}): would listen on {listen}");
+        let saving = match &settings.save_dir {
+            Some(dir) => {
+                crate::save::check(dir)?;
+                format!(", save files in {}", dir.display())
+            }
+            None => String::new(),
+        };
+        eprintln!("configuration OK ({source}): would listen on {listen}{saving}");
         return Ok(None);
     }
     let save = match &settings.save_dir {

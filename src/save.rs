@@ -84,6 +84,44 @@ fn cant_create(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// What `--check-config` can tell without creating anything: DIR is a
+/// writable directory, or its nearest existing ancestor is one (so DIR can
+/// be created).
+pub fn check(dir: &Path) -> Result<(), Error> {
+    let existing = dir
+        .ancestors()
+        .find(|a| a.as_os_str().is_empty() || a.exists());
+    let existing = match existing {
+        Some(a) if a.as_os_str().is_empty() => Path::new("."),
+        Some(a) => a,
+        None => Path::new("/"),
+    };
+    if !existing.is_dir() {
+        let what = if existing == dir {
+            "it is not a directory"
+        } else {
+            "it cannot be created"
+        };
+        return Err(cant_create(
+            dir,
+            what,
+            format!("{} is not a directory", existing.display()),
+        ));
+    }
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|_| cant_create(dir, "invalid path", "contains a NUL byte"))?;
+    // SAFETY: access(2) only reads the NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let what = if existing == dir {
+            "it is not writable"
+        } else {
+            "it cannot be created"
+        };
+        return Err(cant_create(dir, what, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 impl SaveDir {
     /// Create DIR if missing, check it is a writable directory, remove
     /// temporary files a crash left behind, and return the largest `N` of

@@ -289,6 +289,21 @@ fn an_unusable_directory_is_exit_73() {
     let below_file = not_dir.join("sub");
     let out = run(&["--save-dir", &path_of(&below_file), "5000"]);
     assert_eq!(out.status.code(), Some(73));
+    // --check-config finds the same problems without creating anything.
+    for bad in [&not_dir, &below_file] {
+        let out = run(&["--save-dir", &path_of(bad), "--check-config", "5000"]);
+        assert_eq!(out.status.code(), Some(73), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("ERROR:"));
+    }
+    let fresh = tmp.path("fresh/deeper");
+    let out = run(&["--save-dir", &path_of(&fresh), "--check-config", "5000"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!fresh.exists(), "--check-config created the directory");
     if is_root() && have("setpriv") {
         let locked = tmp.path("locked");
         std::fs::create_dir(&locked).expect("mkdir");
