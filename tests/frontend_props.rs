@@ -529,7 +529,7 @@ proptest! {
         let first = err.lines().next().unwrap_or("");
         prop_assert!(out.stdout.is_empty(), "stdout {:?}", out.stdout);
         prop_assert!(
-            matches!(code, Some(0 | 64 | 78)),
+            matches!(code, Some(0 | 64 | 73 | 78)),
             "exit {code:?}: {err}"
         );
         if code == Some(0) {
@@ -549,7 +549,13 @@ proptest! {
                 (_, Some(Err(_))) => 64,
                 (None, _) | (Some(Err(_)), _) => 78,
                 (Some(Ok(s)), p) => {
-                    if s.port.is_some() || p.is_some() { 0 } else { 64 }
+                    if s.port.is_none() && p.is_none() {
+                        64
+                    } else if s.save_dir.as_deref().is_some_and(|d| accio_server::save::check(d).is_err()) {
+                        73
+                    } else {
+                        0
+                    }
                 }
             };
             prop_assert_eq!(code, Some(expect), "{}", err);
