@@ -419,7 +419,7 @@ impl<'a> Server<'a> {
         } else {
             "ERROR\n".to_string()
         };
-        let written = output::write_line(&line);
+        let written = output::write_line(&line, self.signals.stopping());
         self.log_connection(&conn, &outcome, now);
         if let Err(e) = written {
             self.log.err(&format!(

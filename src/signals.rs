@@ -7,6 +7,8 @@
 //! ignores it, so a broken stdout is an EPIPE error.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals as Pipe;
@@ -20,15 +22,29 @@ pub enum Request {
 
 pub struct Signals {
     pipe: Pipe,
+    /// Set by the handler itself on a stop signal, so code that waits
+    /// outside the loop (a stdout write) can see a stop the loop has not
+    /// read from the pipe yet.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Signals {
     /// Install the handlers. Call early: until then SIGTERM kills the
     /// process with its default action.
     pub fn install() -> io::Result<Signals> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT, SIGQUIT] {
+            signal_hook::flag::register(sig, stopping.clone())?;
+        }
         Ok(Signals {
             pipe: Pipe::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?,
+            stopping,
         })
+    }
+
+    /// True from the moment a stop signal arrived.
+    pub fn stopping(&self) -> &AtomicBool {
+        &self.stopping
     }
 
     pub fn source(&mut self) -> &mut Pipe {

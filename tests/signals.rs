@@ -166,3 +166,78 @@ fn transfer_raw(addr: std::net::SocketAddr, payload: &[u8]) {
     s.write_all(payload).expect("send");
     finish(s);
 }
+
+#[test]
+fn a_stdout_nobody_reads_delays_a_stop_by_5_s_at_most() {
+    // A pipe the test fills itself and never reads: the server's first
+    // count line finds no room.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the fds were just created and are owned here.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: F_SETPIPE_SZ/F_SETFL on our own pipe.
+    unsafe {
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096);
+        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    let mut w = &write_end;
+    while w.write(&[b'x'; 512]).is_ok() {}
+    // SAFETY: clear O_NONBLOCK again; the server gets a blocking stdout.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, 0) };
+    let port = free_port();
+    let dir = TempDir::new("full-stdout");
+    let config = dir.write("server.toml", "[log]\ntarget = \"stderr\"\n");
+    let notify = Notify::new();
+    let mut child = Reaper(
+        std::process::Command::new(BIN)
+            .args(["--config", &path_of(&config), &port.to_string()])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(std::process::Stdio::from(write_end))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    notify.wait_for("READY=1");
+    let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Counted, but its line cannot be written: the server waits for room
+    // in poll(2) (not in its epoll_wait), holding the connection open.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"stuck").expect("send");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let wchan = format!("/proc/{}/wchan", child.0.id());
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.starts_with("poll_schedule_timeout")) {
+        assert!(start.elapsed() < WAIT, "the server never waited for stdout");
+        thread::sleep(Duration::from_millis(5));
+    }
+    child.signal(libc::SIGTERM);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server hung on a full stdout"
+        );
+        thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The pending line gets 5 s to find room, then it is logged instead.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took <= Duration::from_secs(6),
+        "stop took {took:?}"
+    );
+    let log = stderr.rest().join("\n");
+    assert!(log.contains("its line was: 5"), "{log}");
+    drop((s, read_end));
+}
