@@ -509,10 +509,11 @@ impl<'a> Server<'a> {
             self.stop_at = Some(now);
             return;
         }
-        notify::stopping();
         // Closing the listeners stops accepting at once; under socket
-        // activation systemd keeps its copies and queues new clients.
+        // activation systemd keeps its copies and queues new clients. Then
+        // STOPPING=1: whoever sees it finds the port already closed.
         self.listeners.clear();
+        notify::stopping();
         self.stop_at = Some(now + self.settings.shutdown_grace);
         self.log.notice(&format!(
             "stopping on {signal}: connections open {}, shutdown grace {}",

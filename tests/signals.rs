@@ -43,12 +43,18 @@ fn open_connections_end_with_error_lines() {
 fn stops_within_250ms_during_a_transfer() {
     let server = Spawn::new().start();
     let mut s = server.connect();
+    let (sending, started) = std::sync::mpsc::channel();
     let sender = thread::spawn(move || {
         let buf = vec![0u8; 1 << 20];
+        // 16 MiB through: the transfer is under way (the server is reading).
+        for _ in 0..16 {
+            s.write_all(&buf).expect("first megabytes");
+        }
+        let _ = sending.send(());
         // Ends when the server goes away (reset or broken pipe).
         while s.write_all(&buf).is_ok() {}
     });
-    thread::sleep(Duration::from_millis(200));
+    started.recv_timeout(WAIT).expect("the transfer started");
     let lines = stop_and_check(server, libc::SIGTERM);
     assert_eq!(lines, vec!["ERROR"]);
     sender.join().expect("sender");
@@ -74,8 +80,7 @@ fn grace_lets_open_connections_finish() {
     let lingering = server.connect();
     server.signal(libc::SIGTERM);
     server.notify.wait_for("STOPPING=1");
-    // New connections are refused at once.
-    thread::sleep(Duration::from_millis(50));
+    // The listener is closed before STOPPING=1 is sent.
     assert!(
         TcpStream::connect(server.addr()).is_err(),
         "still accepting after SIGTERM"
