@@ -37,6 +37,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// STATUS= is re-sent at most this often (SPEC: within 1 s of a change).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// A connection that had the loop to itself and is streaming is read with
+/// blocking reads for this long before the loop looks at everything else:
+/// the most a new client, a timer or another connection waits for it.
+const STRETCH: Duration = Duration::from_millis(1);
+/// A round's read at least this large says the client is streaming.
+const STREAMING: u64 = 64 * 1024;
 
 /// A listening socket and whether it may have connections waiting. mio is
 /// edge-triggered, so a listener left with a non-empty backlog (at
@@ -67,6 +73,9 @@ pub struct Server<'a> {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Connections whose read budget ran out with data possibly left.
     busy: Vec<usize>,
+    /// The connection to read with blocking reads before the next poll: the
+    /// only one with events in the last round, and streaming.
+    streaming: Option<usize>,
     settings: Settings,
     /// The command line, so a reload applies PORT over the file again.
     args: Args,
@@ -126,6 +135,7 @@ impl<'a> Server<'a> {
             active: 0,
             timers: BinaryHeap::new(),
             busy: Vec::new(),
+            streaming: None,
             settings,
             args,
             log,
@@ -169,7 +179,17 @@ impl<'a> Server<'a> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = self.next_wakeup(now);
+            let mut timeout = self.next_wakeup(now);
+            // Still streaming after its stretch: read on if nothing else
+            // turns up in the poll that follows it.
+            let mut stretched = None;
+            if let Some(slot) = self.streaming.take()
+                && timeout != Some(Duration::ZERO)
+            {
+                let until = now + timeout.map_or(STRETCH, |t| t.min(STRETCH));
+                stretched = self.stretch(slot, until).then_some(slot);
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -178,6 +198,7 @@ impl<'a> Server<'a> {
             }
             let now = Instant::now();
             let mut signalled = false;
+            let mut candidate = None;
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => signalled = true,
@@ -188,10 +209,22 @@ impl<'a> Server<'a> {
                     }
                     Token(slot) => {
                         let closed = event.is_read_closed() || event.is_error();
-                        self.service(slot, closed);
+                        let moved = self.service(slot, closed);
+                        if stretched == Some(slot) || moved >= STREAMING {
+                            candidate = Some(slot);
+                        }
                     }
                 }
             }
+            // Only a client alone with the server gets a stretch.
+            let alone = match events.iter().count() {
+                0 => stretched,
+                1 => candidate,
+                _ => None,
+            };
+            self.streaming = alone.filter(|&slot| {
+                self.save.is_none() && matches!(self.conns.get(slot), Some(Some(_)))
+            });
             // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
                 self.service(slot, true);
@@ -241,25 +274,44 @@ impl<'a> Server<'a> {
         .map(|t| t.saturating_duration_since(now))
     }
 
-    fn service(&mut self, slot: usize, peer_closed: bool) {
+    /// Read what an event announced; returns how many bytes that was.
+    fn service(&mut self, slot: usize, peer_closed: bool) -> u64 {
         let idle = self.settings.idle_timeout;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
+            return 0;
         };
         let before = conn.bytes;
         let progress = conn.drain(READ_BUDGET, peer_closed, self.save.as_mut());
-        if conn.bytes != before {
+        let moved = conn.bytes - before;
+        if moved != 0 {
             // A fresh clock, not the round's: a stdout write that blocked
             // earlier in this round must not eat into the new idle period.
             conn.deadline = Instant::now() + idle;
-            // Only a shortened timeout (after a reload) needs a new entry;
-            // a later deadline is picked up when the old entry falls due.
-            if conn.deadline < conn.queued {
-                conn.queued = conn.deadline;
-                self.timers
-                    .push(Reverse((conn.deadline, slot, conn.number)));
-            }
         }
+        self.settle(slot, progress);
+        moved
+    }
+
+    /// Blocking reads on one streaming connection until `until`; true if it
+    /// is still streaming.
+    fn stretch(&mut self, slot: usize, until: Instant) -> bool {
+        let idle = self.settings.idle_timeout;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let progress = conn.stream_until(until, idle);
+        let streaming = matches!(progress, Progress::Busy);
+        if streaming {
+            self.requeue(slot);
+        } else {
+            self.settle(slot, progress);
+        }
+        streaming
+    }
+
+    /// Act on what reading a connection found.
+    fn settle(&mut self, slot: usize, progress: Progress) {
+        self.requeue(slot);
         match progress {
             Progress::Idle => {}
             Progress::Busy => self.busy.push(slot),
@@ -267,6 +319,19 @@ impl<'a> Server<'a> {
             Progress::Reset => self.finish(slot, Outcome::Reset),
             Progress::Failed(e) => self.finish(slot, Outcome::Failed(e)),
             Progress::WriteFailed(e) => self.finish(slot, Outcome::SaveFailed(e)),
+        }
+    }
+
+    /// Only a deadline that moved earlier (a shorter timeout after a
+    /// reload) needs a new timer entry; a later one is picked up when the
+    /// old entry falls due.
+    fn requeue(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut)
+            && conn.deadline < conn.queued
+        {
+            conn.queued = conn.deadline;
+            self.timers
+                .push(Reverse((conn.deadline, slot, conn.number)));
         }
     }
 
