@@ -170,7 +170,7 @@ impl Connection {
 
     /// Count with blocking reads until `until`: [`Progress::Busy`] if the
     /// client was still sending then, [`Progress::Idle`] if it paused for
-    /// [`STREAM_PAUSE`] or a signal arrived, or how the connection ended.
+    /// `STREAM_PAUSE` or a signal arrived, or how the connection ended.
     ///
     /// A blocking `recv` sleeps until data arrives and takes it in the same
     /// system call, where the loop needs `epoll_wait` and then `recv`. The
