@@ -234,7 +234,7 @@ impl Opts {
             rounds: rounds.unwrap_or(if smoke { 2 } else { 9 }),
             kinds: kinds.unwrap_or_else(|| ALL_KINDS.to_vec()),
             conns: conns.unwrap_or(if smoke { 200 } else { 2000 }),
-            conn_rounds: if smoke { 1 } else { 3 },
+            conn_rounds: if smoke { 1 } else { 9 },
             start_rounds: if smoke { 3 } else { 15 },
             idle_conns: idle_conns.unwrap_or(if smoke { 100 } else { 1000 }),
             idle_time: if smoke {
