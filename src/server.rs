@@ -206,7 +206,6 @@ impl<'a> Server<'a> {
             }
             let now = Instant::now();
             let mut signalled = false;
-            let mut candidate = None;
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => signalled = true,
@@ -215,13 +214,30 @@ impl<'a> Server<'a> {
                             l.pending = true;
                         }
                     }
-                    Token(slot) => {
-                        let closed = event.is_read_closed() || event.is_error();
-                        let moved = self.service(slot, closed);
-                        if stretched == Some(slot) || moved >= STREAMING {
-                            candidate = Some(slot);
-                        }
+                    Token(_) => {}
+                }
+            }
+            if signalled {
+                for request in self.signals.pending() {
+                    match request {
+                        Request::Stop(name) => self.begin_stop(name, now),
+                        Request::Reload => self.reload(),
                     }
+                }
+            }
+            // New clients first: each waits for its greeting, while the
+            // lines of the connections that ended can wait a moment.
+            self.accept(now);
+            let mut candidate = None;
+            for event in events.iter() {
+                let Token(slot) = event.token();
+                if slot >= LISTENER_BASE {
+                    continue;
+                }
+                let closed = event.is_read_closed() || event.is_error();
+                let moved = self.service(slot, closed);
+                if stretched == Some(slot) || moved >= STREAMING {
+                    candidate = Some(slot);
                 }
             }
             // Only a client alone with the server gets a stretch.
@@ -237,17 +253,8 @@ impl<'a> Server<'a> {
             for slot in std::mem::take(&mut self.busy) {
                 self.service(slot, true);
             }
-            if signalled {
-                for request in self.signals.pending() {
-                    match request {
-                        Request::Stop(name) => self.begin_stop(name, now),
-                        Request::Reload => self.reload(),
-                    }
-                }
-            }
-            if self.stop_at.is_none() {
-                self.accept(now);
-            }
+            // Again, for clients waiting on a slot freed in this round.
+            self.accept(now);
             self.expire(now);
             self.housekeeping(now);
             if let Some(stop_at) = self.stop_at
@@ -344,6 +351,9 @@ impl<'a> Server<'a> {
     }
 
     fn accept(&mut self, now: Instant) {
+        if self.stop_at.is_some() {
+            return;
+        }
         if let Some(until) = self.accept_backoff {
             if now < until {
                 return;
