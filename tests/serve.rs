@@ -72,6 +72,83 @@ fn each_line_is_one_write() {
 }
 
 #[test]
+fn a_new_client_is_greeted_before_ended_connections_get_their_lines() {
+    if !have("strace") {
+        eprintln!("skipped: strace not installed");
+        return;
+    }
+    let dir = TempDir::new("strace");
+    let trace = dir.path("trace");
+    let trace_arg = path_of(&trace);
+    let server = Spawn::new()
+        .wrap(&[
+            "strace",
+            "-f",
+            "-e",
+            "trace=sendto,write",
+            "-e",
+            "signal=none",
+            "-o",
+            &trace_arg,
+        ])
+        .start();
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid()))
+        .expect("children of strace");
+    let pid: i32 = children.trim().parse().expect("the server's pid");
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        stat[stat.rfind(')').expect("comm") + 2..].chars().next()
+    };
+    let ended = server.connect();
+    // Stop the server once it sleeps in epoll_wait, its round done; then
+    // the FIN and the new client both wait for its next round, and it
+    // must greet first.
+    let deadline = Instant::now() + WAIT;
+    // wchan is "0" while the task runs, and always where it is hidden.
+    let mut wchan_shown = false;
+    loop {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        wchan_shown |= !wchan.is_empty() && wchan != "0";
+        if state() == Some('S') && wchan.contains("epoll") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            assert!(!wchan_shown, "the server never waited in epoll_wait");
+            eprintln!("skipped: /proc/PID/wchan is not available here");
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own grandchild, which strace keeps unreaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + WAIT;
+    while !matches!(state(), Some('T' | 't')) {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        thread::sleep(Duration::from_millis(1));
+    }
+    ended.shutdown(std::net::Shutdown::Write).expect("FIN");
+    let mut new = TcpStream::connect(server.addr()).expect("connect");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let mut greeting = [0u8; 7];
+    new.read_exact(&mut greeting).expect("greeting");
+    assert_eq!(&greeting, GREETING);
+    finish(ended);
+    assert_eq!(server.stdout.expect(), "0");
+    finish(new);
+    assert_eq!(server.stdout.expect(), "0");
+    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let calls: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"accio\\r\\n\"") || l.contains("write(1,"))
+        .collect();
+    assert!(
+        calls.len() == 4 && calls[1].contains("accio") && calls[2].contains("write(1,"),
+        "expected greeting, greeting, line, line: {calls:#?}"
+    );
+}
+
+#[test]
 fn default_idle_timeout_is_ten_seconds() {
     let server = Spawn::new().start();
     let s = server.connect();
