@@ -56,7 +56,7 @@ usage: cargo bench --bench throughput -- [OPTIONS]
   --smoke             a few seconds: small sizes, one short pass of every test;
                       checks every count line, asserts nothing about speed
   --sizes LIST        transfer sizes, e.g. 1M,100M,1G,4G (suffixes K, M, G = KiB, MiB, GiB)
-  --rounds N          interleaved rounds per size (default 9; smoke 2)
+  --rounds N          interleaved rounds per size (default 15; smoke 2)
   --receivers LIST    subset of reference,server,server-save,socat,nc,python
                       (reference always runs; server-save = server --save-dir on /dev/shm)
   --conns N           sequential connections per connection-rate round (default 2000)
@@ -231,7 +231,7 @@ impl Opts {
                     vec![1 << 20, 100 << 20, 1 << 30, 4 << 30]
                 }
             }),
-            rounds: rounds.unwrap_or(if smoke { 2 } else { 9 }),
+            rounds: rounds.unwrap_or(if smoke { 2 } else { 15 }),
             kinds: kinds.unwrap_or_else(|| ALL_KINDS.to_vec()),
             conns: conns.unwrap_or(if smoke { 200 } else { 2000 }),
             conn_rounds: if smoke { 1 } else { 9 },
