@@ -81,9 +81,9 @@ pub struct Server<'a> {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Connections whose read budget ran out with data possibly left.
     busy: Vec<usize>,
-    /// The connection to read with blocking reads before the next poll: the
-    /// only one with events in the last round, and streaming.
-    streaming: Option<usize>,
+    /// The connection (slot, number) to read with blocking reads before the
+    /// next poll: the only one with events in the last round, and streaming.
+    streaming: Option<(usize, u64)>,
     settings: Settings,
     /// The command line, so a reload applies PORT over the file again.
     args: Args,
@@ -191,11 +191,11 @@ impl<'a> Server<'a> {
             // Still streaming after its stretch: read on if nothing else
             // turns up in the poll that follows it.
             let mut stretched = None;
-            if let Some(slot) = self.streaming.take()
+            if let Some((slot, number)) = self.streaming.take()
                 && timeout != Some(Duration::ZERO)
             {
                 let until = now + timeout.map_or(STRETCH, |t| t.min(STRETCH));
-                stretched = self.stretch(slot, until).then_some(slot);
+                stretched = self.stretch(slot, number, until).then_some(slot);
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -246,9 +246,9 @@ impl<'a> Server<'a> {
                 1 => candidate,
                 _ => None,
             };
-            self.streaming = alone.filter(|&slot| {
-                self.save.is_none() && matches!(self.conns.get(slot), Some(Some(_)))
-            });
+            self.streaming = alone
+                .filter(|_| self.save.is_none())
+                .and_then(|slot| Some((slot, self.conns.get(slot)?.as_ref()?.number)));
             // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
                 self.service(slot, true);
@@ -309,9 +309,15 @@ impl<'a> Server<'a> {
 
     /// Blocking reads on one streaming connection until `until`; true if it
     /// is still streaming.
-    fn stretch(&mut self, slot: usize, until: Instant) -> bool {
+    fn stretch(&mut self, slot: usize, number: u64, until: Instant) -> bool {
         let idle = self.settings.idle_timeout;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        // The number tells whether the slot still holds that connection.
+        let Some(conn) = self
+            .conns
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .filter(|c| c.number == number)
+        else {
             return false;
         };
         let progress = conn.stream_until(until, idle);
