@@ -36,30 +36,15 @@ fn bytes_sent_before_the_greeting_count_too() {
 
 #[test]
 fn each_line_is_one_write() {
-    if !have("strace") {
-        eprintln!("skipped: strace not installed");
+    let Some(traced) = Traced::start("write") else {
         return;
-    }
-    let dir = TempDir::new("strace");
-    let trace = dir.path("trace");
-    let trace_arg = path_of(&trace);
-    let server = Spawn::new()
-        .wrap(&[
-            "strace",
-            "-f",
-            "-e",
-            "trace=write",
-            "-e",
-            "signal=none",
-            "-o",
-            &trace_arg,
-        ])
-        .start();
+    };
+    let server = &traced.server;
     for n in [0usize, 1, 1000, 123_456] {
-        transfer(&server, &vec![b'x'; n]);
+        transfer(server, &vec![b'x'; n]);
         assert_eq!(server.stdout.expect(), n.to_string());
     }
-    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let trace = traced.record();
     let stdout_writes: Vec<&str> = trace.lines().filter(|l| l.contains("write(1,")).collect();
     assert_eq!(
         stdout_writes.len(),
@@ -73,25 +58,10 @@ fn each_line_is_one_write() {
 
 #[test]
 fn a_new_client_is_greeted_before_ended_connections_get_their_lines() {
-    if !have("strace") {
-        eprintln!("skipped: strace not installed");
+    let Some(traced) = Traced::start("sendto,write") else {
         return;
-    }
-    let dir = TempDir::new("strace");
-    let trace = dir.path("trace");
-    let trace_arg = path_of(&trace);
-    let server = Spawn::new()
-        .wrap(&[
-            "strace",
-            "-f",
-            "-e",
-            "trace=sendto,write",
-            "-e",
-            "signal=none",
-            "-o",
-            &trace_arg,
-        ])
-        .start();
+    };
+    let server = &traced.server;
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid()))
         .expect("children of strace");
     let pid: i32 = children.trim().parse().expect("the server's pid");
@@ -137,7 +107,7 @@ fn a_new_client_is_greeted_before_ended_connections_get_their_lines() {
     assert_eq!(server.stdout.expect(), "0");
     finish(new);
     assert_eq!(server.stdout.expect(), "0");
-    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let trace = traced.record();
     let calls: Vec<&str> = trace
         .lines()
         .filter(|l| l.contains("\"accio\\r\\n\"") || l.contains("write(1,"))

@@ -109,31 +109,16 @@ fn sighup_during_a_stream_loses_no_byte() {
 
 #[test]
 fn a_client_alone_is_read_without_a_poll_per_read() {
-    if !have("strace") {
-        eprintln!("skipped: strace not installed");
+    let Some(traced) = Traced::start("epoll_wait,epoll_pwait,epoll_pwait2,recvfrom") else {
         return;
-    }
-    let dir = TempDir::new("strace");
-    let trace = dir.path("trace");
-    let trace_arg = path_of(&trace);
-    let server = Spawn::new()
-        .wrap(&[
-            "strace",
-            "-f",
-            "-e",
-            "trace=epoll_wait,epoll_pwait,epoll_pwait2,recvfrom",
-            "-e",
-            "signal=none",
-            "-o",
-            &trace_arg,
-        ])
-        .start();
+    };
+    let server = &traced.server;
     let (sender, started) = stream(server.connect(), 512);
     started.recv_timeout(WAIT).expect("the stream started");
     let s = sender.join().expect("sender");
     finish(s);
     assert_eq!(server.stdout.expect(), (512 * MIB).to_string());
-    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let trace = traced.record();
     let count = |call: &str| trace.lines().filter(|l| l.contains(call)).count();
     let (polls, reads) = (count("epoll_"), count("recvfrom("));
     // The event loop alone makes a poll per read. A stretch makes dozens

@@ -265,6 +265,50 @@ impl Spawn {
     }
 }
 
+/// A server run under `strace -f`, which records some of its system calls.
+pub struct Traced {
+    pub server: Server,
+    trace: PathBuf,
+    _dir: TempDir,
+}
+
+impl Traced {
+    /// Start a default server, recording the calls in `calls` (strace's
+    /// `trace=` list); None, with a note, where strace is not installed.
+    pub fn start(calls: &str) -> Option<Traced> {
+        if !have("strace") {
+            eprintln!("skipped: strace not installed");
+            return None;
+        }
+        let dir = TempDir::new("strace");
+        let trace = dir.path("trace");
+        let trace_arg = path_of(&trace);
+        let filter = format!("trace={calls}");
+        let server = Spawn::new()
+            .wrap(&[
+                "strace",
+                "-f",
+                "-e",
+                &filter,
+                "-e",
+                "signal=none",
+                "-o",
+                &trace_arg,
+            ])
+            .start();
+        Some(Traced {
+            server,
+            trace,
+            _dir: dir,
+        })
+    }
+
+    /// What strace recorded so far, a call a line.
+    pub fn record(&self) -> String {
+        std::fs::read_to_string(&self.trace).expect("read the strace record")
+    }
+}
+
 /// A running server child; killed and reaped on drop.
 pub struct Server {
     pub child: Child,
