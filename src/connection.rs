@@ -191,21 +191,28 @@ impl Connection {
             }
             self.blocking = true;
         }
-        loop {
+        // The clock is read per read anyway (for `until`); the deadline
+        // follows from the last read's time, once, on the way out.
+        let mut last_read = None;
+        let progress = loop {
             match discard(&self.stream, 0) {
-                Ok(0) => return Progress::Eof,
+                Ok(0) => break Progress::Eof,
                 Ok(n) => {
                     self.bytes += n as u64;
                     let now = Instant::now();
-                    self.deadline = now + idle;
+                    last_read = Some(now);
                     if now >= until {
-                        return Progress::Busy;
+                        break Progress::Busy;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Progress::Idle,
-                Err(e) => return read_failed(e),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break Progress::Idle,
+                Err(e) => break read_failed(e),
             }
+        };
+        if let Some(t) = last_read {
+            self.deadline = t + idle;
         }
+        progress
     }
 
     /// End the connection with a reset instead of an orderly FIN, so a
