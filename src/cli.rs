@@ -185,19 +185,31 @@ pub fn render_manual(sections: &[Section]) -> String {
     out.trim_end().to_string()
 }
 
+/// How both programs' clap definitions begin: name, version, summary, and
+/// the manual after the options.
+pub fn program(name: &'static str, about: &'static str, manual: &[Section]) -> Command {
+    Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .after_help(render_manual(manual))
+}
+
+/// A PORT argument, parsed by [`parse_port`]. Negative numbers are let
+/// through to it, so `-1` gets the port message, not "unknown option".
+pub fn port_arg(help: &'static str) -> Arg {
+    Arg::new("port")
+        .value_name("PORT")
+        .help(help)
+        .allow_negative_numbers(true)
+        .value_parser(parse_port)
+}
+
 /// The clap definition; also the source of the man page.
 pub fn command() -> Command {
-    Command::new("server")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about(ABOUT)
-        .after_help(render_manual(MANUAL))
-        .arg(
-            Arg::new("port")
-                .value_name("PORT")
-                .help("TCP port to listen on, 1-65535 (overrides `port` from the config file)")
-                .allow_negative_numbers(true)
-                .value_parser(parse_port),
-        )
+    program("server", ABOUT, MANUAL)
+        .arg(port_arg(
+            "TCP port to listen on, 1-65535 (overrides `port` from the config file)",
+        ))
         .arg(
             Arg::new("config")
                 .short('c')

@@ -27,7 +27,7 @@
 //! whose text says what failed and what to do; the binary prints them as
 //! one `ERROR:` line. Parsing mirrors [`crate::cli`]: clap renders help and
 //! version, every usage error becomes one line and exit 64, and PORT uses
-//! the same strict [`parse_port`].
+//! the same strict [`parse_port`](crate::cli::parse_port).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use clap::{Arg, ArgAction, Command, value_parser};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::{Matched, Section, get_matches, parse_port, render_manual, usage_hint};
+use crate::cli::{Matched, Section, get_matches, port_arg, program, usage_hint};
 use crate::connection::GREETING;
 
 /// Every wait (connect, greeting, a stalled send, the server's close) gives
@@ -225,24 +225,14 @@ pub const MANUAL: &[Section] = &[
 
 /// The clap definition; also the source of the man page.
 pub fn command() -> Command {
-    Command::new("client")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about(ABOUT)
-        .after_help(render_manual(MANUAL))
+    program("client", ABOUT, MANUAL)
         .arg(
             Arg::new("host")
                 .value_name("HOST")
                 .required(true)
                 .help("Server to send to: host name, IPv4 or IPv6 address (::1 or [::1])"),
         )
-        .arg(
-            Arg::new("port")
-                .value_name("PORT")
-                .required(true)
-                .help("TCP port of the server, 1-65535")
-                .allow_negative_numbers(true)
-                .value_parser(parse_port),
-        )
+        .arg(port_arg("TCP port of the server, 1-65535").required(true))
         .arg(
             Arg::new("file")
                 .value_name("FILE")

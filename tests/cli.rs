@@ -16,17 +16,7 @@ fn assert_startup_error(out: &std::process::Output, code: i32, mentions: &str) {
 
 #[test]
 fn every_incorrect_port_is_a_usage_error() {
-    for bad in [
-        "0",
-        "65536",
-        "-1",
-        "+5000",
-        " 5000",
-        "5000abc",
-        "0x50",
-        "",
-        "99999999999999999999",
-    ] {
+    for &bad in BAD_PORTS {
         let out = run(&[bad]);
         assert_startup_error(&out, 64, &format!("'{bad}'"));
     }

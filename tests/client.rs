@@ -54,42 +54,7 @@ fn client_fed(
     stdin: Stdio,
     feed: Option<Box<dyn FnOnce(ChildStdin) + Send>>,
 ) -> Outcome {
-    let start = Instant::now();
-    let mut child = Reaper(
-        Command::new(CLIENT)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn client"),
-    );
-    let feeder = feed.map(|f| {
-        let pipe = child.0.stdin.take().expect("stdin pipe");
-        thread::spawn(move || f(pipe))
-    });
-    let out = read_all(child.0.stdout.take().expect("stdout"));
-    let err = read_all(child.0.stderr.take().expect("stderr"));
-    let status = loop {
-        if let Some(st) = child.0.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "client still running after 60 s"
-        );
-        thread::sleep(Duration::from_millis(5));
-    };
-    let took = start.elapsed();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
-    Outcome {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-        took,
-    }
+    measured(args, stdin, feed).1
 }
 
 fn client(args: &[&str]) -> Outcome {
@@ -528,7 +493,8 @@ fn progress_only_when_asked_and_at_most_ten_redraws_a_second() {
     );
 }
 
-/// Polls the client's VmHWM while it runs; returns (max KiB seen, outcome).
+/// Run the client as [`client_fed`] does, polling its VmHWM while it runs;
+/// returns (max KiB seen, outcome).
 fn measured(
     args: &[&str],
     stdin: Stdio,

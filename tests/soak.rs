@@ -687,22 +687,7 @@ fn spawn_raw(config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Raw {
         // SAFETY: fcntl on a pipe fd we own.
         unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         let stderr = Lines::new(child.0.stderr.take().expect("stderr"));
-        let end = Instant::now() + WAIT;
-        let mut ready = false;
-        while Instant::now() < end {
-            if notify
-                .recv(Duration::from_millis(50))
-                .is_some_and(|m| m.contains("READY=1"))
-            {
-                ready = true;
-                break;
-            }
-            if let Ok(Some(st)) = child.0.try_wait() {
-                assert_eq!(st.code(), Some(71), "server exited: {:?}", stderr.rest());
-                break;
-            }
-        }
-        if ready {
+        if wait_ready(&notify, &mut child.0, &stderr) {
             return Raw {
                 child,
                 port,

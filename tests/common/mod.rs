@@ -18,6 +18,20 @@ pub use ports::free_port;
 pub const BIN: &str = env!("CARGO_BIN_EXE_server");
 pub const GREETING: &[u8] = b"accio\r\n";
 pub const WAIT: Duration = Duration::from_secs(10);
+/// PORT arguments the server must refuse (exit 64, the value quoted).
+pub const BAD_PORTS: &[&str] = &[
+    "0",
+    "00",
+    "65536",
+    "-1",
+    "+5000",
+    " 5000",
+    "5000abc",
+    "0x50",
+    "",
+    "99999999999999999999",
+    "５０００",
+];
 
 /// A private temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -238,20 +252,8 @@ impl Spawn {
             Lines::new(pipe)
         };
         let stderr = Lines::new(child.stderr.take().expect("stderr"));
-        let end = Instant::now() + WAIT;
-        loop {
-            if let Some(m) = notify.recv(Duration::from_millis(50))
-                && m.contains("READY=1")
-            {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                if status.code() == Some(71) {
-                    return None;
-                }
-                panic!("server exited early with {status}: {:?}", stderr.rest());
-            }
-            assert!(Instant::now() < end, "server not ready within 10 s");
+        if !wait_ready(&notify, &mut child, &stderr) {
+            return None;
         }
         Some(Server {
             child,
@@ -262,6 +264,31 @@ impl Spawn {
             config,
             dir,
         })
+    }
+}
+
+/// Wait for READY=1 from a starting server: true when it came, false when
+/// the server exited 71 (its port was taken meanwhile: try another one).
+/// Panics on any other exit, or after [`WAIT`].
+pub fn wait_ready(notify: &Notify, child: &mut Child, stderr: &Lines) -> bool {
+    let end = Instant::now() + WAIT;
+    loop {
+        if notify
+            .recv(Duration::from_millis(50))
+            .is_some_and(|m| m.contains("READY=1"))
+        {
+            return true;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            assert_eq!(
+                status.code(),
+                Some(71),
+                "server exited early: {:?}",
+                stderr.rest()
+            );
+            return false;
+        }
+        assert!(Instant::now() < end, "server not ready within 10 s");
     }
 }
 
