@@ -67,11 +67,13 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
         eprintln!("configuration OK ({source}): would listen on {listen}{saving}");
         return Ok(None);
     }
+    let log = Log::new(settings.log_target, settings.log_level);
     let save = match &settings.save_dir {
-        Some(dir) => Some(SaveDir::open(dir, settings.fsync)?),
+        Some(dir) => Some(SaveDir::open(dir, settings.min_free_space, &|m| {
+            log.warning(m)
+        })?),
         None => None,
     };
-    let log = Log::new(settings.log_target, settings.log_level);
     let signals = Signals::install()
         .map_err(|e| Error::Os(format!("cannot install signal handlers: {e}")))?;
     let listeners = if inherited.is_empty() {

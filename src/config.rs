@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::cli::Args;
 use crate::error::Error;
-use crate::log::{Level, Target};
+use crate::log::{Level, Target, quote};
 
 /// The effective configuration: defaults, overlaid by the file, overlaid by
 /// the command line.
@@ -37,6 +37,10 @@ pub struct Settings {
     pub save_dir: Option<PathBuf>,
     /// fsync each saved file (and the directory) before it appears.
     pub fsync: bool,
+    /// A transfer larger than this ends with ERROR; 0 = no limit.
+    pub max_file_size: u64,
+    /// Saving stops short of leaving less free space than this.
+    pub min_free_space: FreeSpace,
     pub log_target: Target,
     pub log_level: Level,
     /// Where these settings came from, for the start line.
@@ -54,6 +58,8 @@ impl Default for Settings {
             backlog: 128,
             save_dir: None,
             fsync: true,
+            max_file_size: 0,
+            min_free_space: FreeSpace::Percent(5),
             log_target: Target::Auto,
             log_level: Level::Info,
             source: None,
@@ -122,6 +128,30 @@ impl Settings {
         );
         note(
             &mut live,
+            "max_file_size",
+            self.max_file_size.to_string(),
+            new.max_file_size.to_string(),
+        );
+        note(
+            &mut live,
+            "min_free_space",
+            self.min_free_space.to_string(),
+            new.min_free_space.to_string(),
+        );
+        note(
+            &mut live,
+            "fsync",
+            self.fsync.to_string(),
+            new.fsync.to_string(),
+        );
+        note(
+            &mut restart,
+            "save_dir",
+            format!("{:?}", self.save_dir),
+            format!("{:?}", new.save_dir),
+        );
+        note(
+            &mut live,
             "log.target",
             self.log_target.to_string(),
             new.log_target.to_string(),
@@ -151,15 +181,50 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Read and validate a configuration file.
+/// The largest configuration file read; anything larger is refused unread.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Read and validate a configuration file. Only a regular file of at most
+/// [`MAX_FILE`] is read: the path is opened without blocking (a FIFO would
+/// hang a start, or the serving loop at a reload) and checked with fstat
+/// before a byte is read (`/dev/zero` would never end).
 pub fn from_file(path: &Path) -> Result<Settings, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |why: String| {
         Error::Config(format!(
-            "cannot read configuration file {}: {}",
-            path.display(),
-            describe_io(&e)
+            "cannot read configuration file {}: {why}",
+            quote(&path.display().to_string())
         ))
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(describe_io(&e)))?;
+    let meta = file.metadata().map_err(|e| fail(describe_io(&e)))?;
+    if meta.is_dir() {
+        return Err(fail("it is a directory, not a file".into()));
+    }
+    if !meta.is_file() {
+        return Err(fail(
+            "it is not a regular file (a FIFO, device or socket is never read)".into(),
+        ));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(fail(format!(
+            "it is {} bytes, more than a configuration file may be (1 MiB)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(describe_io(&e)))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(fail("it grew past 1 MiB while being read".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("it is not UTF-8 text".into()))?;
     from_str(&text, path)
 }
 
@@ -216,6 +281,12 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
     }
     if let Some(f) = file.fsync {
         s.fsync = f;
+    }
+    if let Some(Size(n)) = file.max_file_size {
+        s.max_file_size = n;
+    }
+    if let Some(f) = file.min_free_space {
+        s.min_free_space = f;
     }
     if let Some(log) = file.log {
         if let Some(t) = log.target {
@@ -277,6 +348,8 @@ struct FileConfig {
     backlog: Option<Backlog>,
     save_dir: Option<SaveDirPath>,
     fsync: Option<bool>,
+    max_file_size: Option<Size>,
+    min_free_space: Option<FreeSpace>,
     log: Option<LogSection>,
 }
 
@@ -294,6 +367,92 @@ struct Positive(Duration);
 struct AtLeastOne(usize);
 struct Backlog(u16);
 struct SaveDirPath(PathBuf);
+struct Size(u64);
+
+/// `min_free_space`: bytes, or a percentage of the file system's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeSpace {
+    Bytes(u64),
+    Percent(u8),
+}
+
+impl fmt::Display for FreeSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FreeSpace::Bytes(b) => write!(f, "{b}"),
+            FreeSpace::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// A size as the file writes it: an integer (bytes), or a string of digits
+/// with an optional binary unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Int(i64),
+    Text(String),
+}
+
+const SIZE_HINT: &str = "write bytes as a number, or a string with a unit: \"0\", \"512KiB\", \"100MiB\", \"2GiB\", \"1TiB\"";
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let per: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(format!("{} is not a size ({SIZE_HINT})", quote(s))),
+    };
+    if num.is_empty() {
+        return Err(format!("{} is not a size ({SIZE_HINT})", quote(s)));
+    }
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per))
+        .ok_or_else(|| format!("{} is too large", quote(s)))
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match RawSize::deserialize(d)
+            .map_err(|_| de::Error::custom(format!("a size is expected ({SIZE_HINT})")))?
+        {
+            RawSize::Int(n) => u64::try_from(n)
+                .map(Size)
+                .map_err(|_| de::Error::custom(format!("{n} is negative ({SIZE_HINT})"))),
+            RawSize::Text(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FreeSpace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hint = "or a percentage of the file system, \"5%\" (0% to 99%)";
+        match RawSize::deserialize(d)
+            .map_err(|_| de::Error::custom(format!("a size is expected ({SIZE_HINT}), {hint}")))?
+        {
+            RawSize::Int(n) => u64::try_from(n)
+                .map(FreeSpace::Bytes)
+                .map_err(|_| de::Error::custom(format!("{n} is negative ({SIZE_HINT})"))),
+            RawSize::Text(s) => match s.strip_suffix('%') {
+                Some(p) if (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+                    p.parse().map(FreeSpace::Percent).map_err(de::Error::custom)
+                }
+                Some(_) => Err(de::Error::custom(format!(
+                    "{} is not a percentage ({hint})",
+                    quote(&s)
+                ))),
+                None => parse_size(&s)
+                    .map(FreeSpace::Bytes)
+                    .map_err(|e| de::Error::custom(format!("{e}, {hint}"))),
+            },
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for SaveDirPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

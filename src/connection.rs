@@ -1,9 +1,15 @@
 //! One client connection: the greeting, byte counting, and how it ended.
 //!
-//! The count needs the number of bytes, not the bytes. On Linux,
-//! `recv(MSG_TRUNC)` on a TCP socket discards queued data inside the kernel
-//! and returns its length, so the payload is never copied to user space and
-//! no buffer exists per connection. Elsewhere a small stack buffer is used.
+//! The count needs the number of bytes, not the bytes: `recv(MSG_TRUNC)` on
+//! a TCP socket discards queued data inside the kernel and returns its
+//! length, so the payload is never copied to user space and no buffer
+//! exists per connection. When saving, `splice` moves the bytes into a pipe
+//! towards the disk threads, again without a copy.
+//!
+//! Urgent (`MSG_OOB`) bytes are ordinary bytes here: sockets are accepted
+//! with `SO_OOBINLINE`, so `recv` counts them in order. `splice` stops in
+//! front of one, so the saving path reads that single byte with `recv` and
+//! writes it into the pipe itself.
 //!
 //! Two ways to read. [`Connection::drain`] is the event loop's: it never
 //! blocks and reads what an epoll event announced. [`Connection::stream_until`]
@@ -19,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::save::{Part, SaveDir, SpliceError};
+use crate::config::fmt_duration;
+use crate::disk::Job;
+use crate::log::{Level, quote};
+use crate::save::{Part, PipeIn};
 
 /// The first and only bytes the server ever sends.
 pub const GREETING: &[u8] = b"accio\r\n";
@@ -39,6 +48,10 @@ pub enum Outcome {
     Failed(io::Error),
     /// The saved file could not be written.
     SaveFailed(io::Error),
+    /// `N.file` already existed when the file was complete: left untouched.
+    NameTaken(std::path::PathBuf),
+    /// More than `max_file_size` bytes.
+    TooLarge(u64),
     /// Still open when the server stopped.
     Stopped,
 }
@@ -46,6 +59,33 @@ pub enum Outcome {
 impl Outcome {
     pub fn is_counted(&self) -> bool {
         matches!(self, Outcome::Counted)
+    }
+
+    /// The log priority of this ending and what to say about it.
+    pub fn describe(&self) -> (Level, String) {
+        match self {
+            Outcome::Counted => (Level::Info, "closed by client".to_string()),
+            Outcome::TimedOut(d) => (
+                Level::Warning,
+                format!("idle timeout ({} without data)", fmt_duration(*d)),
+            ),
+            Outcome::Reset => (Level::Warning, "reset by client".to_string()),
+            Outcome::Stopped => (Level::Warning, "aborted at stop".to_string()),
+            Outcome::TooLarge(max) => (
+                Level::Warning,
+                format!("more than max_file_size ({max} bytes)"),
+            ),
+            Outcome::GreetingFailed(e) => (Level::Err, format!("greeting failed: {e}")),
+            Outcome::Failed(e) => (Level::Err, format!("failed: {e}")),
+            Outcome::SaveFailed(e) => (Level::Err, format!("saving failed: {e}")),
+            Outcome::NameTaken(p) => (
+                Level::Err,
+                format!(
+                    "saving failed: {} already exists (not made by this server); it was left untouched",
+                    quote(&p.display().to_string())
+                ),
+            ),
+        }
     }
 }
 
@@ -60,8 +100,10 @@ pub enum Progress {
     Eof,
     Reset,
     Failed(io::Error),
-    /// Writing the saved file failed.
-    WriteFailed(io::Error),
+    /// The pipe to the disk is full: wait for the disk before reading on.
+    Blocked,
+    /// More than `max_file_size` bytes arrived.
+    TooLarge,
 }
 
 pub struct Connection {
@@ -77,10 +119,78 @@ pub struct Connection {
     /// entry with another deadline is stale.
     pub queued: Instant,
     /// The file being saved, in `--save-dir` mode.
-    pub part: Option<Part>,
+    pub save: Option<Saving>,
     /// The socket was made blocking for [`Connection::stream_until`]; every
     /// other read passes `MSG_DONTWAIT`.
     blocking: bool,
+}
+
+/// A saving connection's side of the way to the disk: the loop splices the
+/// socket into the pipe, a disk thread the pipe into the file.
+pub struct Saving {
+    pipe: PipeIn,
+    /// Home between jobs; `None` while a disk thread has it.
+    part: Option<Box<Part>>,
+    /// Bytes in the pipe that no finished job has moved on yet.
+    in_pipe: usize,
+    /// An urgent byte read past the mark (splice stops there) that did not
+    /// fit into the pipe yet.
+    stash: Option<u8>,
+    /// The client closed in order; the file is to be committed once the
+    /// pipe is empty.
+    pub eof: bool,
+    /// The commit is with a disk thread.
+    pub committing: bool,
+    /// Reading stopped because the pipe was full.
+    pub blocked: bool,
+}
+
+impl Saving {
+    pub fn new(pipe: PipeIn, part: Part) -> Saving {
+        Saving {
+            pipe,
+            part: Some(Box::new(part)),
+            in_pipe: 0,
+            stash: None,
+            eof: false,
+            committing: false,
+            blocked: false,
+        }
+    }
+
+    /// The job this connection needs next, if its part is home: move what
+    /// is in the pipe, or, once the client closed and the pipe is empty,
+    /// commit.
+    pub fn next_job(&mut self, fsync: bool) -> Option<Job> {
+        if self.part.is_none() || self.committing {
+            return None;
+        }
+        if self.in_pipe > 0 {
+            let part = self.part.take()?;
+            return Some(Job::Drain {
+                part,
+                amount: self.in_pipe,
+                fsync,
+            });
+        }
+        if self.eof && self.stash.is_none() {
+            self.committing = true;
+            let part = self.part.take()?;
+            return Some(Job::Commit { part, fsync });
+        }
+        None
+    }
+
+    /// A drain job came back.
+    pub fn drained(&mut self, part: Box<Part>, moved: usize) {
+        self.in_pipe = self.in_pipe.saturating_sub(moved);
+        self.part = Some(part);
+    }
+
+    /// The part, if it is home, for a marker job; its pipe goes with it.
+    pub fn take_part(&mut self) -> Option<Box<Part>> {
+        self.part.take()
+    }
 }
 
 impl Connection {
@@ -103,7 +213,7 @@ impl Connection {
             accepted: now,
             deadline,
             queued: deadline,
-            part: None,
+            save: None,
             blocking: false,
         }
     }
@@ -130,8 +240,15 @@ impl Connection {
         }
     }
 
-    /// Count what the kernel has queued, at most `budget` reads, so one
-    /// fast client cannot starve the others.
+    /// How many bytes the next read may take: all there is, or up to one
+    /// past `max_file_size`, which is enough to know it was exceeded.
+    fn allowance(&self, max: u64, want: usize) -> usize {
+        allowance(self.bytes, max, want)
+    }
+
+    /// Read what the kernel has queued, at most `budget` reads, so one
+    /// fast client cannot starve the others: counted and dropped, or into
+    /// the pipe to the disk when saving.
     ///
     /// A read shorter than asked for emptied the queue, and with
     /// edge-triggered epoll anything arriving later (data, FIN, RST) raises
@@ -139,30 +256,104 @@ impl Connection {
     /// one syscall less per wake-up. The exception is a FIN that was already
     /// queued behind the data: it raised its event before this read, so when
     /// the event said the peer closed (`peer_closed`), read on to EOF.
-    pub fn drain(
-        &mut self,
-        budget: u32,
-        peer_closed: bool,
-        mut save: Option<&mut SaveDir>,
-    ) -> Progress {
+    pub fn drain(&mut self, budget: u32, peer_closed: bool, max: u64) -> Progress {
+        if self.save.is_some() {
+            return self.fill(budget, max);
+        }
         for _ in 0..budget {
-            let moved = match (save.as_deref_mut(), self.part.as_mut()) {
-                (Some(dir), Some(part)) => dir.splice(self.stream.as_raw_fd(), part),
-                _ => discard(&self.stream, libc::MSG_DONTWAIT).map_err(SpliceError::Socket),
-            };
-            match moved {
+            let want = self.allowance(max, DISCARD_MAX);
+            match discard(&self.stream, libc::MSG_DONTWAIT, want) {
                 Ok(0) => return Progress::Eof,
                 Ok(n) => {
                     self.bytes += n as u64;
-                    // Only a MSG_TRUNC read knows a short read emptied the
-                    // queue; a splice may stop early at a full pipe.
-                    if self.part.is_none() && n < DISCARD_MAX && !peer_closed {
+                    if max != 0 && self.bytes > max {
+                        return Progress::TooLarge;
+                    }
+                    if n < want && !peer_closed {
                         return Progress::Idle;
                     }
                 }
-                Err(SpliceError::File(e)) => return Progress::WriteFailed(e),
-                Err(SpliceError::Socket(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(SpliceError::Socket(e)) => return read_failed(e),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return read_failed(e),
+            }
+        }
+        Progress::Busy
+    }
+
+    /// Saving: splice the socket into the pipe while it has room. Nothing
+    /// here waits for the disk: a full pipe is [`Progress::Blocked`].
+    fn fill(&mut self, budget: u32, max: u64) -> Progress {
+        let sock = self.stream.as_raw_fd();
+        for _ in 0..budget {
+            let Some(save) = self.save.as_mut() else {
+                return Progress::Idle;
+            };
+            if let Some(byte) = save.stash {
+                // SAFETY: a one-byte write from a valid buffer to our pipe.
+                let n =
+                    unsafe { libc::write(save.pipe.fd.as_raw_fd(), (&raw const byte).cast(), 1) };
+                if n != 1 {
+                    return Progress::Blocked;
+                }
+                save.stash = None;
+                save.in_pipe += 1;
+            }
+            let room = save.pipe.capacity.saturating_sub(save.in_pipe);
+            if room == 0 {
+                return Progress::Blocked;
+            }
+            let want = allowance(self.bytes, max, room);
+            // SAFETY: splice from our socket into our pipe; both are
+            // non-blocking, so this never waits.
+            let n = unsafe {
+                libc::splice(
+                    sock,
+                    std::ptr::null_mut(),
+                    save.pipe.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if n > 0 {
+                self.bytes += n as u64;
+                save.in_pipe += n as usize;
+                if max != 0 && self.bytes > max {
+                    return Progress::TooLarge;
+                }
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
+                return read_failed(e);
+            }
+            // splice stops at an urgent byte (it returns 0 there once the
+            // client closed, EAGAIN before), and EAGAIN also means a full
+            // pipe: what is still queued tells them apart.
+            if queued(sock) == 0 {
+                if n == 0 {
+                    save.eof = true;
+                    return Progress::Eof;
+                }
+                return Progress::Idle;
+            }
+            if !at_mark(sock) {
+                return Progress::Blocked;
+            }
+            let mut byte = 0u8;
+            // SAFETY: a one-byte read into a valid buffer; with SO_OOBINLINE
+            // the urgent byte is read in order like any other.
+            let r = unsafe { libc::recv(sock, (&raw mut byte).cast(), 1, libc::MSG_DONTWAIT) };
+            if r != 1 {
+                return read_failed(io::Error::last_os_error());
+            }
+            self.bytes += 1;
+            save.stash = Some(byte);
+            if max != 0 && self.bytes > max {
+                return Progress::TooLarge;
             }
         }
         Progress::Busy
@@ -178,7 +369,7 @@ impl Connection {
     /// interrupt it (EINTR) even though the handlers use SA_RESTART
     /// (signal(7)), so a stop is seen at once. Counting connections only:
     /// saving needs `splice`, which has no such timeout.
-    pub fn stream_until(&mut self, until: Instant, idle: Duration) -> Progress {
+    pub fn stream_until(&mut self, until: Instant, idle: Duration, max: u64) -> Progress {
         if !self.blocking {
             let sock = socket2::SockRef::from(&self.stream);
             if sock.set_read_timeout(Some(STREAM_PAUSE)).is_err()
@@ -195,10 +386,13 @@ impl Connection {
         // follows from the last read's time, once, on the way out.
         let mut last_read = None;
         let progress = loop {
-            match discard(&self.stream, 0) {
+            match discard(&self.stream, 0, self.allowance(max, DISCARD_MAX)) {
                 Ok(0) => break Progress::Eof,
                 Ok(n) => {
                     self.bytes += n as u64;
+                    if max != 0 && self.bytes > max {
+                        break Progress::TooLarge;
+                    }
                     let now = Instant::now();
                     last_read = Some(now);
                     if now >= until {
@@ -215,11 +409,33 @@ impl Connection {
         progress
     }
 
+    /// The per-connection log line.
+    pub fn summary(&self, what: &str, now: Instant) -> String {
+        let secs = now.duration_since(self.accepted).as_secs_f64();
+        format!(
+            "connection {} from {}: {what}, {} bytes in {secs:.3} s ({})",
+            self.number,
+            self.peer,
+            self.bytes,
+            crate::units::rate(self.bytes, secs)
+        )
+    }
+
     /// End the connection with a reset instead of an orderly FIN, so a
     /// client still sending learns at once that its data was not taken.
     pub fn abort(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
     }
+}
+
+/// At most `want`, and at most one byte past `max` (0 = no limit) after
+/// `bytes` already received: enough to know the limit was exceeded.
+fn allowance(bytes: u64, max: u64, want: usize) -> usize {
+    if max == 0 {
+        return want;
+    }
+    let left = (max + 1).saturating_sub(bytes);
+    want.min(usize::try_from(left).unwrap_or(usize::MAX))
 }
 
 /// How long a blocking read in [`Connection::stream_until`] waits for more
@@ -236,22 +452,18 @@ fn read_failed(e: io::Error) -> Progress {
 }
 
 /// The most one read takes: large enough for a whole receive queue.
-#[cfg(target_os = "linux")]
 const DISCARD_MAX: usize = 1 << 30;
-#[cfg(not(target_os = "linux"))]
-const DISCARD_MAX: usize = 16 * 1024;
 
-/// Drop what is queued on the socket, returning how many bytes that was;
-/// `flags` is 0 or `MSG_DONTWAIT`.
-#[cfg(target_os = "linux")]
-fn discard(stream: &TcpStream, flags: libc::c_int) -> io::Result<usize> {
+/// Drop up to `len` queued bytes, returning how many that was; `flags` is 0
+/// or `MSG_DONTWAIT`.
+fn discard(stream: &TcpStream, flags: libc::c_int, len: usize) -> io::Result<usize> {
     // SAFETY: with MSG_TRUNC on a TCP socket Linux never writes to the
     // buffer, so a null pointer is valid (tcp(7)).
     let n = unsafe {
         libc::recv(
             stream.as_raw_fd(),
             std::ptr::null_mut(),
-            DISCARD_MAX,
+            len,
             libc::MSG_TRUNC | flags,
         )
     };
@@ -262,21 +474,20 @@ fn discard(stream: &TcpStream, flags: libc::c_int) -> io::Result<usize> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn discard(stream: &TcpStream, flags: libc::c_int) -> io::Result<usize> {
-    let mut buf = [0u8; DISCARD_MAX];
-    // SAFETY: the buffer is valid for its length.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            flags,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+/// Bytes queued on a socket (SIOCINQ); 0 if it cannot be asked.
+fn queued(sock: libc::c_int) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int.
+    if unsafe { libc::ioctl(sock, libc::FIONREAD, &mut n) } < 0 {
+        return 0;
     }
+    n
+}
+
+/// Whether the next byte to read is the urgent one (SIOCATMARK).
+fn at_mark(sock: libc::c_int) -> bool {
+    const SIOCATMARK: libc::c_ulong = 0x8905;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCATMARK writes one int.
+    unsafe { libc::ioctl(sock, SIOCATMARK, &mut n) == 0 && n != 0 }
 }

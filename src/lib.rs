@@ -13,7 +13,10 @@
 //! - [`server`]: the event loop: accept, limits, timers, stop, reload.
 //! - [`connection`]: greeting, zero-copy counting, outcomes.
 //! - [`output`]: one write(2) per stdout line.
-//! - [`save`]: `--save-dir`: splice to a temporary file, rename when done.
+//! - [`save`]: `--save-dir`: safe temporaries, exclusive names, the lock.
+//! - [`disk`]: the threads that do every file-system call of saving.
+//! - [`report`]: rate-limited reports.
+//! - [`units`]: sizes and rates in binary units.
 //! - [`signals`]: signals as events of the loop.
 //! - [`notify`]: sd_notify(3) messages.
 //! - [`log`]: syslog or stderr diagnostics.
@@ -25,11 +28,17 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod disk;
 pub mod error;
 pub mod listener;
 pub mod log;
 pub mod notify;
 pub mod output;
+pub mod report;
 pub mod save;
 pub mod server;
 pub mod signals;
+pub mod units;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("accio-server is Linux only: it relies on splice, MSG_TRUNC, O_TMPFILE and epoll");

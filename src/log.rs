@@ -1,20 +1,33 @@
 //! Diagnostics: syslog (`/dev/log`) or stderr, never stdout.
 //!
+//! A log sink must never hold up serving or a stop: a journald that stops
+//! reading fills `/dev/log` after a few datagrams, and a stderr pipe nobody
+//! reads fills after a few kilobytes; a blocking write would then freeze the
+//! loop, stop signals included. So every write is non-blocking: a message
+//! that does not fit at once is dropped and counted, and the count is
+//! reported as soon as the sink takes messages again.
+//!
 //! `syslog::init()` is avoided on purpose: when `/dev/log` is missing it
 //! falls back to TCP and UDP on localhost and hardly ever fails, so messages
-//! would vanish. The socket is opened here directly, and with `auto` a
-//! missing or dead `/dev/log` means stderr. A send that fails is retried once
-//! on a fresh connection (journald restarts), then written to stderr, so a
-//! diagnostic is never silently lost.
+//! would vanish. The syslog crate only formats (RFC 3164); the datagram goes
+//! out here, on our own non-blocking socket. A send refused because journald
+//! restarted is retried once on a fresh connection, then written to stderr.
+//!
+//! `auto` means stderr when stderr is a terminal (a person runs the server
+//! in the foreground and expects to see it talk), else syslog when
+//! `/dev/log` accepts messages, else stderr.
 
-use std::io::Write;
+use std::io;
+use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
-use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
+use syslog::{Facility, Formatter3164, LogFormat, Severity};
 
 /// The syslog identifier, so `journalctl -t accio-server` finds us.
 pub const IDENT: &str = "accio-server";
 const DEV_LOG: &str = "/dev/log";
+/// Quoted values are cut to this many characters.
+const QUOTE_MAX: usize = 200;
 
 /// Message severities (syslog priorities), most severe first. As a
 /// configured `[log] level` it is the least severe message kept.
@@ -30,7 +43,8 @@ pub enum Level {
 /// Where diagnostics go (`[log] target`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// syslog if `/dev/log` accepts messages at start, else stderr.
+    /// stderr if it is a terminal, else syslog if `/dev/log` accepts
+    /// messages, else stderr.
     Auto,
     Syslog,
     Stderr,
@@ -48,10 +62,29 @@ impl std::fmt::Display for Level {
     }
 }
 
-type Syslog = Logger<LoggerBackend, Formatter3164>;
+/// A value from outside (a path, a key's value, an argument) as it may
+/// appear in a message: in double quotes, control characters escaped so
+/// it cannot forge a line or a terminal escape, cut to 200 characters.
+pub fn quote(value: &str) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in value.chars().enumerate() {
+        if i == QUOTE_MAX {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
-/// The diagnostics sink, shared by reference; a Mutex because the syslog
-/// writer needs `&mut` and a reload swaps it.
+/// The diagnostics sink, shared by reference; a Mutex because a reload
+/// swaps it and the drop count is shared.
 pub struct Log {
     inner: Mutex<Inner>,
 }
@@ -59,17 +92,82 @@ pub struct Log {
 struct Inner {
     target: Target,
     level: Level,
-    syslog: Option<Syslog>,
+    syslog: Option<UnixDatagram>,
+    /// Messages the sink could not take since the last one it took.
+    dropped: u64,
 }
 
-fn connect() -> Option<Syslog> {
+fn connect() -> Option<UnixDatagram> {
+    let sock = UnixDatagram::unbound().ok()?;
+    sock.connect(DEV_LOG).ok()?;
+    sock.set_nonblocking(true).ok()?;
+    Some(sock)
+}
+
+fn stderr_is_terminal() -> bool {
+    // SAFETY: isatty only queries the descriptor.
+    unsafe { libc::isatty(2) == 1 }
+}
+
+/// How a write to a sink went.
+enum Sent {
+    Ok,
+    /// Full right now: drop and count.
+    Full,
+    /// The sink is gone (journald restarted, no /dev/log).
+    Gone,
+}
+
+fn send_syslog(sock: &UnixDatagram, level: Level, msg: &str) -> Sent {
     let formatter = Formatter3164 {
         facility: Facility::LOG_DAEMON,
         hostname: None,
         process: IDENT.into(),
         pid: std::process::id(),
     };
-    syslog::unix_custom(formatter, DEV_LOG).ok()
+    let severity = match level {
+        Level::Err => Severity::LOG_ERR,
+        Level::Warning => Severity::LOG_WARNING,
+        Level::Notice => Severity::LOG_NOTICE,
+        Level::Info => Severity::LOG_INFO,
+        Level::Debug => Severity::LOG_DEBUG,
+    };
+    let mut buf = Vec::with_capacity(msg.len() + 64);
+    if formatter.format(&mut buf, severity, msg).is_err() {
+        return Sent::Gone;
+    }
+    match sock.send(&buf) {
+        Ok(_) => Sent::Ok,
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) =>
+        {
+            Sent::Full
+        }
+        Err(_) => Sent::Gone,
+    }
+}
+
+/// One write(2) of the whole line, only if stderr has room now.
+fn send_stderr(level: Level, msg: &str) -> Sent {
+    let line = format!("{IDENT}: {level}: {msg}\n");
+    let mut fd = libc::pollfd {
+        fd: 2,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    if unsafe { libc::poll(&mut fd, 1, 0) } != 1 {
+        return Sent::Full;
+    }
+    // A pipe with room for one page takes a line of up to a page without
+    // blocking; a longer line is cut rather than risk a wait.
+    let bytes = &line.as_bytes()[..line.len().min(4096)];
+    // SAFETY: write(2) from a valid buffer.
+    let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+    if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+        return Sent::Full;
+    }
+    Sent::Ok
 }
 
 impl Log {
@@ -79,6 +177,7 @@ impl Log {
                 target,
                 level,
                 syslog: None,
+                dropped: 0,
             }),
         };
         log.reconfigure(target, level);
@@ -88,17 +187,21 @@ impl Log {
     /// Apply a new `[log]` section (at start and on reload).
     pub fn reconfigure(&self, target: Target, level: Level) {
         let mut inner = self.lock();
-        if inner.target != target || inner.syslog.is_none() {
-            inner.syslog = match target {
-                Target::Stderr => None,
-                Target::Auto | Target::Syslog => connect(),
-            };
+        let wants_syslog = match target {
+            Target::Stderr => false,
+            Target::Syslog => true,
+            Target::Auto => !stderr_is_terminal(),
+        };
+        if !wants_syslog {
+            inner.syslog = None;
+        } else if inner.target != target || inner.syslog.is_none() {
+            inner.syslog = connect();
         }
         inner.target = target;
         inner.level = level;
     }
 
-    /// True when messages go to syslog (for the start line).
+    /// True when messages go to syslog.
     pub fn is_syslog(&self) -> bool {
         self.lock().syslog.is_some()
     }
@@ -123,29 +226,23 @@ impl Log {
             return;
         }
         let mut inner = self.lock();
-        if inner.target == Target::Stderr {
-            return to_stderr(level, msg);
-        }
-        for attempt in 0..2 {
-            if inner.syslog.is_none() && (attempt > 0 || inner.target == Target::Syslog) {
-                inner.syslog = connect();
+        if inner.dropped > 0 {
+            let note = format!(
+                "{} log messages were dropped because the log sink did not take them",
+                inner.dropped
+            );
+            match inner.send(Level::Warning, &note) {
+                Sent::Ok => inner.dropped = 0,
+                Sent::Full | Sent::Gone => {
+                    inner.dropped += 1;
+                    return;
+                }
             }
-            let Some(sys) = inner.syslog.as_mut() else {
-                break;
-            };
-            let sent = match level {
-                Level::Err => sys.err(msg),
-                Level::Warning => sys.warning(msg),
-                Level::Notice => sys.notice(msg),
-                Level::Info => sys.info(msg),
-                Level::Debug => sys.debug(msg),
-            };
-            if sent.is_ok() {
-                return;
-            }
-            inner.syslog = None;
         }
-        to_stderr(level, msg);
+        match inner.send(level, msg) {
+            Sent::Ok => {}
+            Sent::Full | Sent::Gone => inner.dropped += 1,
+        }
     }
 
     pub fn err(&self, msg: &str) {
@@ -160,11 +257,36 @@ impl Log {
     pub fn info(&self, msg: &str) {
         self.log(Level::Info, msg)
     }
+    pub fn debug(&self, msg: &str) {
+        self.log(Level::Debug, msg)
+    }
 }
 
-fn to_stderr(level: Level, msg: &str) {
-    let line = format!("{IDENT}: {level}: {msg}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+impl Inner {
+    fn send(&mut self, level: Level, msg: &str) -> Sent {
+        let wants_syslog = match self.target {
+            Target::Stderr => false,
+            Target::Syslog => true,
+            Target::Auto => self.syslog.is_some(),
+        };
+        if !wants_syslog {
+            return send_stderr(level, msg);
+        }
+        for attempt in 0..2 {
+            if self.syslog.is_none() && (attempt > 0 || self.target == Target::Syslog) {
+                self.syslog = connect();
+            }
+            let Some(sock) = self.syslog.as_ref() else {
+                break;
+            };
+            match send_syslog(sock, level, msg) {
+                Sent::Ok => return Sent::Ok,
+                Sent::Full => return Sent::Full,
+                Sent::Gone => self.syslog = None,
+            }
+        }
+        send_stderr(level, msg)
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +302,15 @@ mod tests {
         assert!(!log.enabled(Level::Notice) && log.enabled(Level::Err));
         log.reconfigure(Target::Stderr, Level::Info);
         assert!(log.enabled(Level::Info) && !log.enabled(Level::Debug));
+    }
+
+    #[test]
+    fn quoting_escapes_and_cuts() {
+        assert_eq!(
+            quote("a\nERROR: x\u{1b}[31m"),
+            "\"a\\nERROR: x\\u{1b}[31m\""
+        );
+        let long = quote(&"x".repeat(1000));
+        assert_eq!(long.len(), 200 + 2 + 3);
     }
 }

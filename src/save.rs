@@ -1,281 +1,852 @@
-//! Saving received bytes as files (`--save-dir`, the full Accio mode).
+//! Saving received bytes as files (`--save-dir`, the full Accio mode): the
+//! file system side. Everything here that touches the disk runs on the disk
+//! threads ([`crate::disk`]), never on the serving loop.
 //!
-//! Bytes move socket -> pipe -> file with splice(2), so the payload never
-//! enters user space. One pipe serves every connection: the loop is single
-//! threaded and empties the pipe into the file before it reads the next
-//! socket, so the pipe is empty between calls (after a failed file write it
-//! may not be, and is replaced). Connection N is written to the hidden
-//! `.accio-N.part` and renamed to `N.file` only when complete (after fsync
-//! unless `fsync = false`), so no reader ever sees a partial `N.file`.
+//! The save directory is treated as shared with an attacker: every name is
+//! resolved relative to one directory descriptor, nothing is opened through
+//! a symlink, and no existing entry is ever replaced.
+//!
+//! - A connection's bytes go to an anonymous `O_TMPFILE` file, which has no
+//!   name until it is complete and leaves nothing behind after a crash. On a
+//!   file system without `O_TMPFILE` (FUSE, some network file systems) the
+//!   temporary is `.accio-<random>.part`, created `O_CREAT|O_EXCL|O_NOFOLLOW`
+//!   so a planted name or symlink makes the create fail instead of being
+//!   followed.
+//! - The final `N.file` is made with `linkat` (or `renameat2` with
+//!   `RENAME_NOREPLACE` for a named temporary), which fail with `EEXIST`
+//!   instead of replacing whatever someone else put there.
+//! - An exclusive `flock` on the directory keeps a second server off it:
+//!   two servers would number files independently and collide.
+//! - With `fsync` on, written pages are pushed to the disk in windows while
+//!   the transfer runs (`sync_file_range`), so the final fsync, and so a
+//!   stop that must wait for it, takes milliseconds instead of seconds.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::config::FreeSpace;
 use crate::error::Error;
 
 const PART_PREFIX: &str = ".accio-";
 const PART_SUFFIX: &str = ".part";
 /// What the file of a connection that ended with ERROR holds.
 pub const ERROR_CONTENT: &[u8] = b"ERROR";
-/// Requested pipe capacity: fewer splice calls per megabyte.
+/// Requested pipe capacity: fewer splice calls per megabyte. Unprivileged
+/// users may get less (`pipe-user-pages-soft`); the default 64 KiB works.
 const PIPE_SIZE: i32 = 1 << 20;
+/// With fsync on, written data is pushed to the disk in windows this large,
+/// and the window before is waited for: the final fsync then has at most
+/// two windows left to write.
+const SYNC_WINDOW: u64 = 8 << 20;
 
-/// The save directory and the shared pipe.
+/// The save directory, shared by the loop and the disk threads.
 pub struct SaveDir {
-    dir: PathBuf,
-    /// Kept open to fsync the directory after a rename.
-    handle: File,
-    pub fsync: bool,
-    pipe: Option<Pipe>,
+    path: PathBuf,
+    /// Every name is resolved against this descriptor; it also holds the
+    /// `flock` that keeps other servers off the directory.
+    dir: OwnedFd,
+    /// Cleared once `O_TMPFILE` failed here: use named temporaries.
+    tmpfile: AtomicBool,
+    /// `min_free_space`, live on reload.
+    floor: Mutex<FreeSpace>,
+    /// Last measured free space below the floor (set by the space monitor,
+    /// read by the loop at accept).
+    low: AtomicBool,
+    /// Free bytes at the last measurement, for the refusal report.
+    free: AtomicU64,
+    /// The temporary files alive now, so that an exit can hand them to a
+    /// process that outlives it (see [`SaveDir::exit_handover`]).
+    live: Mutex<HashMap<u64, (RawFd, Option<CString>)>>,
+    next_id: AtomicU64,
+    /// Set at exit: parts still alive are left to the exit handover.
+    exiting: AtomicBool,
 }
 
-/// One connection's temporary file.
+/// One connection's temporary file (created on the first write) and the
+/// read end of its pipe. Dropping it removes the temporary; only disk
+/// threads drop parts, since freeing a large file takes disk time.
 pub struct Part {
-    file: File,
-    temp: PathBuf,
-    number: u64,
+    dir: Arc<SaveDir>,
+    pipe: OwnedFd,
+    file: Option<File>,
+    /// The name of a named temporary; `None` for `O_TMPFILE` or once it
+    /// was given its final name.
+    name: Option<CString>,
+    id: u64,
+    written: u64,
+    /// Bytes handed to `sync_file_range` so far.
+    pushed: u64,
 }
 
-/// Which side of a splice failed: the socket ends the connection as a
-/// reset or failure, the file as a write failure.
+/// The write end of a connection's pipe, kept by the loop.
+pub struct PipeIn {
+    pub fd: OwnedFd,
+    /// How many bytes the pipe holds at most.
+    pub capacity: usize,
+}
+
+/// Why a saved file could not be given its name.
 #[derive(Debug)]
-pub enum SpliceError {
-    Socket(io::Error),
-    File(io::Error),
-}
-
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array on success.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both fds were just created and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
-        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        // SAFETY: F_GETPIPE_SZ only queries.
-        let capacity = if size > 0 {
-            size
-        } else {
-            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
-        };
-        Ok(Pipe {
-            read,
-            write,
-            capacity: usize::try_from(capacity).unwrap_or(64 * 1024).max(4096),
-        })
-    }
+pub enum CommitError {
+    /// `N.file` already exists: it was left untouched.
+    NameTaken(PathBuf),
+    /// The stop ended before the file was durable.
+    Abandoned,
+    /// fsync, link or rename failed; the marker is written instead.
+    Io(io::Error),
 }
 
 fn cant_create(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::CantCreate(format!(
         "cannot use save directory {}: {what}: {e} (create it writable for the server's user, or choose another --save-dir)",
-        dir.display()
+        crate::log::quote(&dir.display().to_string())
     ))
 }
 
-/// What `--check-config` can tell without creating anything: DIR is a
-/// writable directory, or its nearest existing ancestor is one (so DIR can
-/// be created).
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Open `dir` as a directory without following a symlink at its last
+/// component.
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(dir)?;
+    // SAFETY: open(2) with a NUL-terminated path; the fd is ours.
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: just opened, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What `--check-config` can tell without creating anything: the path is
+/// usable, DIR is a writable directory or can be created in one, and no
+/// other server holds it.
 pub fn check(dir: &Path) -> Result<(), Error> {
-    let existing = dir
-        .ancestors()
-        .find(|a| a.as_os_str().is_empty() || a.exists());
-    let existing = match existing {
-        Some(a) if a.as_os_str().is_empty() => Path::new("."),
-        Some(a) => a,
-        None => Path::new("/"),
-    };
-    if !existing.is_dir() {
-        let what = if existing == dir {
-            "it is not a directory"
-        } else {
-            "it cannot be created"
-        };
+    let c = cstring(dir).map_err(|e| cant_create(dir, "invalid path", e))?;
+    if c.as_bytes().len() >= libc::PATH_MAX as usize {
         return Err(cant_create(
             dir,
-            what,
-            format!("{} is not a directory", existing.display()),
+            "invalid path",
+            "it is longer than PATH_MAX",
         ));
     }
-    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
-        .map_err(|_| cant_create(dir, "invalid path", "contains a NUL byte"))?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return match open_dir(&dir.join(".")) {
+                Ok(fd) => check_open(dir, &fd),
+                Err(e) => Err(cant_create(
+                    dir,
+                    "it is a symlink that leads nowhere usable",
+                    e,
+                )),
+            };
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(cant_create(
+                dir,
+                "it is not a directory",
+                "exists as another kind of file",
+            ));
+        }
+        Ok(_) => {
+            let fd = open_dir(dir).map_err(|e| cant_create(dir, "cannot open it", e))?;
+            return check_open(dir, &fd);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(cant_create(dir, "cannot inspect it", e)),
+    }
+    let parent = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| a.as_os_str().is_empty() || a.exists())
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        return Err(cant_create(
+            dir,
+            "it cannot be created",
+            format!("{} is not a directory", parent.display()),
+        ));
+    }
+    writable(parent).map_err(|e| cant_create(dir, "it cannot be created", e))
+}
+
+fn writable(p: &Path) -> io::Result<()> {
+    let c = cstring(p)?;
     // SAFETY: access(2) only reads the NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        let what = if existing == dir {
-            "it is not writable"
-        } else {
-            "it cannot be created"
-        };
-        return Err(cant_create(dir, what, io::Error::last_os_error()));
+    cvt(unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) }).map(|_| ())
+}
+
+/// An existing directory: writable and not locked by another server.
+fn check_open(dir: &Path, fd: &OwnedFd) -> Result<(), Error> {
+    writable(dir).map_err(|e| cant_create(dir, "it is not writable", e))?;
+    if let Some(pid) = lock_holder(fd) {
+        return Err(held_by(dir, pid));
     }
     Ok(())
 }
 
+fn held_by(dir: &Path, pid: Option<u32>) -> Error {
+    let who = pid.map_or("another process".to_string(), |p| {
+        format!("another server (pid {p})")
+    });
+    Error::CantCreate(format!(
+        "cannot use save directory {}: {who} is saving into it (one server per directory: stop it or choose another --save-dir)",
+        crate::log::quote(&dir.display().to_string())
+    ))
+}
+
+/// `Some(pid)` if another process holds an exclusive flock on `fd`'s
+/// directory (pid from /proc/locks when it can be found).
+fn lock_holder(fd: &OwnedFd) -> Option<Option<u32>> {
+    // SAFETY: flock on a descriptor we own; LOCK_SH|LOCK_NB never blocks,
+    // and the shared lock is released at once.
+    let free = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        // SAFETY: as above.
+        unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    Some(locker_pid(fd))
+}
+
+/// The pid of the process holding a FLOCK on the file behind `fd`, read
+/// from /proc/locks (`N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`).
+fn locker_pid(fd: &OwnedFd) -> Option<u32> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the struct for a valid fd.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).ok()?;
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(st.st_dev),
+        libc::minor(st.st_dev),
+        st.st_ino
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
 impl SaveDir {
-    /// Create DIR if missing, check it is a writable directory, remove
-    /// temporary files a crash left behind, and return the largest `N` of
-    /// the `N.file`s already there (0 if none), so numbering continues.
-    pub fn open(dir: &Path, fsync: bool) -> Result<(SaveDir, u64), Error> {
-        fs::create_dir_all(dir).map_err(|e| cant_create(dir, "cannot create it", e))?;
-        let handle = File::open(dir).map_err(|e| cant_create(dir, "cannot open it", e))?;
-        let meta = handle
-            .metadata()
-            .map_err(|e| cant_create(dir, "cannot inspect it", e))?;
-        if !meta.is_dir() {
+    /// Create DIR if missing, lock it, check it is a writable directory,
+    /// remove our own temporaries a crash left behind, and return the
+    /// largest `N` of the `N.file`s already there (0 if none), so numbering
+    /// continues. Warns (through `warn`) about a directory others may write.
+    pub fn open(
+        dir: &Path,
+        floor: FreeSpace,
+        warn: &dyn Fn(&str),
+    ) -> Result<(Arc<SaveDir>, u64), Error> {
+        if cstring(dir)
+            .map_err(|e| cant_create(dir, "invalid path", e))?
+            .as_bytes()
+            .len()
+            >= libc::PATH_MAX as usize
+        {
             return Err(cant_create(
                 dir,
-                "it is not a directory",
-                "exists as a file",
+                "invalid path",
+                "it is longer than PATH_MAX",
             ));
         }
-        let probe = dir.join(format!(
-            "{PART_PREFIX}probe-{}{PART_SUFFIX}",
-            std::process::id()
-        ));
-        File::create(&probe)
-            .and_then(|_| fs::remove_file(&probe))
+        std::fs::create_dir_all(dir).map_err(|e| cant_create(dir, "cannot create it", e))?;
+        // A symlink as DIR itself is the operator's choice: follow it once,
+        // here, and never again below it.
+        let fd = open_dir(&dir.join(".")).map_err(|e| cant_create(dir, "cannot open it", e))?;
+        // SAFETY: flock on our own descriptor, non-blocking.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(held_by(dir, locker_pid(&fd)));
+        }
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills the struct for a valid fd.
+        cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })
+            .map_err(|e| cant_create(dir, "cannot inspect it", e))?;
+        if st.st_mode & (libc::S_IWGRP | libc::S_IWOTH) != 0 {
+            warn(&format!(
+                "save directory {} is writable by other users (mode {:o}): they can plant or remove files there; accio-server never follows or replaces their entries, but give it a directory of its own (chmod go-w)",
+                dir.display(),
+                st.st_mode & 0o7777
+            ));
+        }
+        let save = Arc::new(SaveDir {
+            path: dir.to_path_buf(),
+            dir: fd,
+            tmpfile: AtomicBool::new(true),
+            floor: Mutex::new(floor),
+            low: AtomicBool::new(false),
+            free: AtomicU64::new(u64::MAX),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            exiting: AtomicBool::new(false),
+        });
+        // The probe is a temporary like any other: anonymous, or created
+        // exclusively under a random name, and gone when dropped.
+        let (probe, name) = save
+            .create_temp()
             .map_err(|e| cant_create(dir, "it is not writable", e))?;
+        drop(probe);
+        if let Some(name) = name {
+            save.unlink(&name);
+        }
+        let largest = save
+            .scan()
+            .map_err(|e| cant_create(dir, "cannot list it", e))?;
+        if largest == u64::MAX {
+            return Err(Error::CantCreate(format!(
+                "cannot use save directory {}: it holds {}.file, the largest number there is, so no new file can be numbered (move the files away)",
+                dir.display(),
+                u64::MAX
+            )));
+        }
+        save.measure();
+        Ok((save, largest))
+    }
+
+    /// The largest `N.file`; removes `.accio-*.part` leftovers that are
+    /// regular files owned by us (another user's entries are not ours).
+    fn scan(&self) -> io::Result<u64> {
         let mut largest = 0;
-        let entries = fs::read_dir(dir).map_err(|e| cant_create(dir, "cannot list it", e))?;
-        for entry in entries.flatten() {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        for entry in std::fs::read_dir(self.path.join("."))? {
+            let Ok(entry) = entry else { continue };
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name
-                .strip_suffix(".file")
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse::<u64>().ok())
+            let bytes = name.as_bytes();
+            if let Some(n) = bytes
+                .strip_suffix(b".file")
+                .filter(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
             {
                 largest = largest.max(n);
-            } else if name.starts_with(PART_PREFIX) && name.ends_with(PART_SUFFIX) {
-                let _ = fs::remove_file(entry.path());
+            } else if bytes.starts_with(PART_PREFIX.as_bytes())
+                && bytes.ends_with(PART_SUFFIX.as_bytes())
+                && let Ok(c) = CString::new(bytes)
+                && self.stat_nofollow(&c).is_some_and(|st| {
+                    st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == uid
+                })
+            {
+                self.unlink(&c);
             }
         }
-        Ok((
-            SaveDir {
-                dir: dir.to_path_buf(),
-                handle,
-                fsync,
-                pipe: None,
-            },
-            largest,
-        ))
+        Ok(largest)
+    }
+
+    fn stat_nofollow(&self, name: &CStr) -> Option<libc::stat> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat relative to our directory fd, not following links.
+        let r = unsafe {
+            libc::fstatat(
+                self.dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st)
+    }
+
+    fn unlink(&self, name: &CStr) {
+        // SAFETY: unlinkat removes the entry itself, never a link's target.
+        unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        &self.path
     }
 
-    /// Start connection `number`'s temporary file.
-    pub fn create(&self, number: u64) -> io::Result<Part> {
-        let temp = self.dir.join(format!("{PART_PREFIX}{number}{PART_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        Ok(Part { file, temp, number })
+    /// A new pipe for a connection: the loop keeps the write end, the part
+    /// (and with it a disk thread) the read end.
+    pub fn pipe(self: &Arc<Self>) -> io::Result<(PipeIn, Part)> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array on success.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
+        let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        if size <= 0 {
+            // SAFETY: F_GETPIPE_SZ only queries.
+            size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        }
+        let capacity = usize::try_from(size).unwrap_or(64 * 1024).max(4096);
+        let part = Part {
+            dir: Arc::clone(self),
+            pipe: read,
+            file: None,
+            name: None,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            written: 0,
+            pushed: 0,
+        };
+        Ok((
+            PipeIn {
+                fd: write,
+                capacity,
+            },
+            part,
+        ))
     }
 
-    /// Move what the socket has queued (at most one pipe-full) into the
-    /// part file. Returns the bytes moved; 0 means the client closed.
-    pub fn splice(&mut self, socket: RawFd, part: &mut Part) -> Result<usize, SpliceError> {
-        if self.pipe.is_none() {
-            self.pipe = Some(Pipe::new().map_err(SpliceError::File)?);
+    /// A new temporary file: anonymous where the file system allows it,
+    /// else an exclusive random name. Never follows a symlink.
+    fn create_temp(&self) -> io::Result<(File, Option<CString>)> {
+        if self.tmpfile.load(Ordering::Relaxed) {
+            // SAFETY: openat relative to our directory fd.
+            let fd = unsafe {
+                libc::openat(
+                    self.dir.as_raw_fd(),
+                    c".".as_ptr(),
+                    libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o600,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: just opened, owned by nobody else.
+                return Ok((unsafe { File::from_raw_fd(fd) }, None));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT) => {
+                    self.tmpfile.store(false, Ordering::Relaxed)
+                }
+                _ => return Err(e),
+            }
         }
-        let Some(pipe) = self.pipe.as_ref() else {
-            return Err(SpliceError::File(io::Error::other("no pipe")));
-        };
-        // SAFETY: splice between fds we own; null offsets use file positions.
-        let n = unsafe {
-            libc::splice(
-                socket,
-                std::ptr::null_mut(),
-                pipe.write.as_raw_fd(),
-                std::ptr::null_mut(),
-                pipe.capacity,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n < 0 {
-            return Err(SpliceError::Socket(io::Error::last_os_error()));
+        loop {
+            let name = CString::new(format!("{PART_PREFIX}{:016x}{PART_SUFFIX}", random()))
+                .map_err(io::Error::other)?;
+            // SAFETY: openat relative to our directory fd; O_EXCL|O_NOFOLLOW
+            // refuse an existing name or a symlink.
+            let fd = unsafe {
+                libc::openat(
+                    self.dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_WRONLY
+                        | libc::O_CLOEXEC,
+                    0o600,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: just opened, owned by nobody else.
+                return Ok((unsafe { File::from_raw_fd(fd) }, Some(name)));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
         }
-        let n = n as usize;
-        let mut left = n;
-        while left > 0 {
-            // SAFETY: as above; the pipe holds `left` bytes of this socket.
-            let m = unsafe {
+    }
+
+    /// Give a complete temporary its final name, never replacing an entry.
+    fn link(&self, file: &File, temp: Option<&CStr>, final_name: &CStr) -> io::Result<()> {
+        let dirfd = self.dir.as_raw_fd();
+        match temp {
+            None => {
+                // Root may link a descriptor directly; everyone else goes
+                // through /proc, which linkat resolves to the same inode.
+                // SAFETY: linkat with AT_EMPTY_PATH links the fd's inode.
+                let r = unsafe {
+                    libc::linkat(
+                        file.as_raw_fd(),
+                        c"".as_ptr(),
+                        dirfd,
+                        final_name.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    )
+                };
+                if r == 0 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    return Err(e);
+                }
+                let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                    .map_err(io::Error::other)?;
+                // SAFETY: as above, through the /proc magic link.
+                cvt(unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        proc_path.as_ptr(),
+                        dirfd,
+                        final_name.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                })
+                .map(|_| ())
+            }
+            Some(temp) => {
+                // SAFETY: renameat2 within our directory; NOREPLACE fails
+                // with EEXIST instead of replacing.
+                let r = unsafe {
+                    libc::renameat2(
+                        dirfd,
+                        temp.as_ptr(),
+                        dirfd,
+                        final_name.as_ptr(),
+                        libc::RENAME_NOREPLACE,
+                    )
+                };
+                if r == 0 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) {
+                    return Err(e);
+                }
+                // No RENAME_NOREPLACE here: a hard link cannot replace
+                // either; then drop the temporary name.
+                // SAFETY: linkat within our directory, not following links.
+                cvt(unsafe { libc::linkat(dirfd, temp.as_ptr(), dirfd, final_name.as_ptr(), 0) })?;
+                self.unlink(temp);
+                Ok(())
+            }
+        }
+    }
+
+    /// Write the `ERROR` marker as `N.file`, exclusively: an existing entry
+    /// is left as it is.
+    pub fn mark_error(&self, number: u64) -> io::Result<()> {
+        if self.exiting.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the server stopped first"));
+        }
+        let (mut file, temp) = self.create_temp()?;
+        let done = file
+            .write_all(ERROR_CONTENT)
+            .and_then(|()| self.link(&file, temp.as_deref(), &final_name(number)));
+        if done.is_err()
+            && let Some(t) = &temp
+        {
+            self.unlink(t);
+        }
+        done
+    }
+
+    /// `min_free_space` changed on reload.
+    pub fn set_floor(&self, floor: FreeSpace) {
+        *lock(&self.floor) = floor;
+    }
+
+    /// Free bytes for us and the floor in bytes, now.
+    fn space(&self) -> io::Result<(u64, u64)> {
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatvfs fills the struct for a valid fd.
+        cvt(unsafe { libc::fstatvfs(self.dir.as_raw_fd(), &mut vfs) })?;
+        let unit = vfs.f_frsize as u64;
+        let free = (vfs.f_bavail as u64).saturating_mul(unit);
+        let floor = match *lock(&self.floor) {
+            FreeSpace::Bytes(b) => b,
+            FreeSpace::Percent(p) => {
+                (vfs.f_blocks as u64).saturating_mul(unit) / 100 * u64::from(p)
+            }
+        };
+        Ok((free, floor))
+    }
+
+    /// Refresh the figure the loop refuses new connections by (the space
+    /// monitor calls this about twice a second).
+    pub fn measure(&self) {
+        if let Ok((free, floor)) = self.space() {
+            self.free.store(free, Ordering::Relaxed);
+            self.low.store(floor > 0 && free < floor, Ordering::Relaxed);
+        }
+    }
+
+    /// Free space was below the floor at the last measurement: Some(free).
+    pub fn low_space(&self) -> Option<u64> {
+        self.low
+            .load(Ordering::Relaxed)
+            .then(|| self.free.load(Ordering::Relaxed))
+    }
+
+    /// The stop is over: parts still alive are left to [`exit_handover`],
+    /// and no new temporary is created.
+    pub fn begin_exit(&self) {
+        self.exiting.store(true, Ordering::Relaxed);
+    }
+
+    /// Hand the temporaries still open at exit to a child process that
+    /// removes their names and closes them after we are gone: freeing a
+    /// large discarded file takes disk time (a quarter second per GiB on
+    /// ext4 with `discard`), which would otherwise be paid by the exiting
+    /// process, and a stop must be quick.
+    pub fn exit_handover(&self) {
+        let live: Vec<(RawFd, Option<CString>)> = lock(&self.live).values().cloned().collect();
+        if live.is_empty() {
+            return;
+        }
+        let keep: Vec<RawFd> = live
+            .iter()
+            .map(|(fd, _)| *fd)
+            .chain([self.dir.as_raw_fd()])
+            .collect();
+        // SAFETY: the child only makes async-signal-safe system calls
+        // (close_range, close, unlinkat, _exit) on memory prepared before
+        // the fork.
+        unsafe {
+            if libc::fork() != 0 {
+                return;
+            }
+            let mut next = 0;
+            let mut sorted = keep;
+            sorted.sort_unstable();
+            for fd in sorted {
+                if fd > next {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        next as libc::c_uint,
+                        (fd - 1) as libc::c_uint,
+                        0,
+                    );
+                }
+                next = fd + 1;
+            }
+            libc::syscall(
+                libc::SYS_close_range,
+                next as libc::c_uint,
+                libc::c_uint::MAX,
+                0,
+            );
+            for (fd, name) in &live {
+                if let Some(name) = name {
+                    libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0);
+                }
+                libc::close(*fd);
+            }
+            libc::_exit(0);
+        }
+    }
+}
+
+fn final_name(number: u64) -> CString {
+    CString::new(format!("{number}.file")).unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// 64 unpredictable bits for a temporary's name.
+fn random() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 8 {
+        // No entropy source: still unique, if not secret; O_EXCL keeps it
+        // safe either way.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_ne_bytes(buf)
+}
+
+impl Part {
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            if self.dir.exiting.load(Ordering::Relaxed) {
+                return Err(io::Error::other("the server stopped first"));
+            }
+            let (file, name) = self.dir.create_temp()?;
+            lock(&self.dir.live).insert(self.id, (file.as_raw_fd(), name.clone()));
+            self.name = name;
+            self.file = Some(file);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no temporary file"))
+    }
+
+    /// Move `amount` bytes, known to be in the pipe, into the file.
+    /// Returns how many moved; an error is the file's (or the disk's).
+    pub fn drain(
+        &mut self,
+        amount: usize,
+        fsync: bool,
+        abandon: &AtomicBool,
+    ) -> (usize, Option<io::Error>) {
+        match self.dir.space() {
+            Ok((free, floor)) if floor > 0 && free.saturating_sub(amount as u64) < floor => {
+                return (
+                    0,
+                    Some(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "the file system is nearly full: {} free, min_free_space keeps {}",
+                            crate::units::bytes(free),
+                            crate::units::bytes(floor)
+                        ),
+                    )),
+                );
+            }
+            _ => {}
+        }
+        let pipe = self.pipe.as_raw_fd();
+        let file = match self.file() {
+            Ok(f) => f.as_raw_fd(),
+            Err(e) => return (0, Some(e)),
+        };
+        let mut moved = 0;
+        while moved < amount {
+            if abandon.load(Ordering::Relaxed) {
+                return (moved, Some(io::Error::other("the server stopped first")));
+            }
+            // SAFETY: splice between fds we own; null offsets use the file
+            // position.
+            let n = unsafe {
                 libc::splice(
-                    pipe.read.as_raw_fd(),
+                    pipe,
                     std::ptr::null_mut(),
-                    part.file.as_raw_fd(),
+                    file,
                     std::ptr::null_mut(),
-                    left,
+                    amount - moved,
                     libc::SPLICE_F_MOVE,
                 )
             };
-            if m <= 0 {
-                let e = if m == 0 {
-                    io::Error::new(io::ErrorKind::WriteZero, "file accepted no data")
+            if n <= 0 {
+                let e = if n == 0 {
+                    io::Error::new(io::ErrorKind::WriteZero, "the file accepted no data")
                 } else {
                     io::Error::last_os_error()
                 };
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                // Bytes may be left in the pipe: never reuse it.
-                self.pipe = None;
-                return Err(SpliceError::File(e));
+                return (moved, Some(e));
             }
-            left -= m as usize;
+            moved += n as usize;
+            self.written += n as u64;
+            if fsync && self.written - self.pushed >= SYNC_WINDOW {
+                self.push(file);
+            }
         }
-        Ok(n)
+        (moved, None)
     }
 
-    /// The transfer is complete: flush it (unless `fsync = false`) and give
-    /// it its final name.
-    pub fn commit(&self, part: Part) -> io::Result<PathBuf> {
-        self.finish(part, None)
+    /// Start writing out the new window and wait for the one before it,
+    /// so dirty pages stay bounded and the final fsync is short.
+    fn push(&mut self, fd: RawFd) {
+        let start = self.pushed as i64;
+        let len = (self.written - self.pushed) as i64;
+        // SAFETY: sync_file_range on our own file; errors show up at fsync.
+        unsafe {
+            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
+            if start > 0 {
+                let before = start.saturating_sub(SYNC_WINDOW as i64 * 2).max(0);
+                libc::sync_file_range(
+                    fd,
+                    before,
+                    start - before,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        self.pushed = self.written;
     }
 
-    /// The connection ended with ERROR: the file says exactly `ERROR`.
-    /// Not fsynced: a stop ends every open connection this way and must
-    /// stay fast, and a lost ERROR marker loses no data.
-    pub fn fail(&self, part: Part) -> io::Result<PathBuf> {
-        self.finish(part, Some(ERROR_CONTENT))
-    }
-
-    fn finish(&self, mut part: Part, replace: Option<&[u8]>) -> io::Result<PathBuf> {
-        let target = self.dir.join(format!("{}.file", part.number));
-        let durable = self.fsync && replace.is_none();
+    /// The transfer is complete: make it durable (with `fsync`) and give it
+    /// the name `N.file`, unless the stop came first. On failure other than
+    /// a taken name, the temporary is dropped and the marker written.
+    pub fn commit(
+        mut self,
+        number: u64,
+        fsync: bool,
+        abandon: &AtomicBool,
+    ) -> Result<PathBuf, CommitError> {
+        let name = final_name(number);
+        let target = self.dir.path.join(format!("{number}.file"));
         let done = (|| {
-            if let Some(content) = replace {
-                part.file.set_len(0)?;
-                part.file.rewind()?;
-                part.file.write_all(content)?;
+            let file = self.file().map_err(CommitError::Io)?;
+            if fsync {
+                file.sync_all().map_err(CommitError::Io)?;
             }
-            if durable {
-                part.file.sync_all()?;
+            if abandon.load(Ordering::Relaxed) {
+                return Err(CommitError::Abandoned);
             }
-            fs::rename(&part.temp, &target)?;
-            if durable {
-                self.handle.sync_all()?;
+            let file = self.file.take().ok_or(CommitError::Abandoned)?;
+            let linked = self.dir.link(&file, self.name.as_deref(), &name);
+            self.file = Some(file);
+            match linked {
+                Ok(()) => {
+                    // The temporary name (if any) is gone with the rename.
+                    self.name = None;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(CommitError::NameTaken(target.clone()));
+                }
+                Err(e) => return Err(CommitError::Io(e)),
             }
-            Ok(target)
+            if fsync {
+                // SAFETY: fsync on our directory fd.
+                cvt(unsafe { libc::fsync(self.dir.dir.as_raw_fd()) }).map_err(CommitError::Io)?;
+            }
+            Ok(target.clone())
         })();
-        if done.is_err() {
-            let _ = fs::remove_file(&part.temp);
+        if let Err(CommitError::Io(_)) = &done {
+            let dir = Arc::clone(&self.dir);
+            drop(self);
+            // The failure is what gets reported; a marker that cannot be
+            // written either changes nothing for the client.
+            let _ = dir.mark_error(number);
         }
         done
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            return;
+        }
+        if self.dir.exiting.load(Ordering::Relaxed) {
+            // The exit handover closes it in another process.
+            if let Some(f) = self.file.take() {
+                std::mem::forget(f);
+            }
+            return;
+        }
+        lock(&self.dir.live).remove(&self.id);
+        if let Some(name) = self.name.take() {
+            self.dir.unlink(&name);
+        }
     }
 }

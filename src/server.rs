@@ -19,6 +19,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -26,13 +27,23 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::cli::Args;
 use crate::config::{Settings, fmt_duration};
-use crate::connection::{Connection, Outcome, Progress};
-use crate::log::{Level, Log};
-use crate::save::SaveDir;
+use crate::connection::{Connection, Outcome, Progress, Saving};
+use crate::disk::{Disk, Done, For, Job};
+use crate::log::Log;
+use crate::report::RateLimited;
+use crate::save::{CommitError, SaveDir};
 use crate::signals::{Request, Signals};
 use crate::{notify, output};
 
 const SIGNAL: Token = Token(usize::MAX);
+/// The disk threads' results are waiting.
+const DISK: Token = Token(usize::MAX - 1);
+/// After the stop's grace, how long the loop still waits for the disk
+/// threads: commits that are about to finish, ERROR markers. A stop with
+/// the default grace must be over within 250 ms.
+const DISK_STOP_WAIT: Duration = Duration::from_millis(120);
+/// At most one report of refused clients per cause per this interval.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Listener `i` has token `LISTENER_BASE + i`; connections use their slot
 /// index, which stays far below.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -61,14 +72,6 @@ struct Listener {
     pending: bool,
 }
 
-/// Accept failures are reported at most once per interval, with a count of
-/// the ones in between, so a flood of EMFILE does not flood the journal.
-#[derive(Default)]
-struct AcceptReports {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
 pub struct Server<'a> {
     poll: Poll,
     listeners: Vec<Listener>,
@@ -89,21 +92,26 @@ pub struct Server<'a> {
     args: Args,
     log: &'a Log,
     signals: Signals,
-    /// `--save-dir` mode: where each connection's bytes go.
-    save: Option<SaveDir>,
+    /// `--save-dir` mode: the threads that write each connection's bytes.
+    disk: Option<Disk>,
     /// The number of the last accepted connection; in saving mode it starts
     /// at the largest `N.file` already saved.
     accepted: u64,
     served: u64,
     bytes: u64,
     accept_backoff: Option<Instant>,
-    accept_reports: AcceptReports,
+    accept_reports: RateLimited,
+    /// Clients refused because the save file system is nearly full.
+    low_space_reports: RateLimited,
+    refused_low_space: u64,
     notify: bool,
     status_due: Option<Instant>,
     last_status: Option<Instant>,
     watchdog: Option<(Duration, Instant)>,
     /// Set once a stop signal arrived: when the grace ends.
     stop_at: Option<Instant>,
+    /// Set once the grace ended: when the wait for the disk ends too.
+    exit_at: Option<Instant>,
 }
 
 impl<'a> Server<'a> {
@@ -114,9 +122,16 @@ impl<'a> Server<'a> {
         args: Args,
         log: &'a Log,
         mut signals: Signals,
-        save: Option<(SaveDir, u64)>,
+        save: Option<(Arc<SaveDir>, u64)>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
+        let (disk, accepted) = match save {
+            Some((dir, largest)) => {
+                let waker = mio::Waker::new(poll.registry(), DISK)?;
+                (Some(Disk::start(dir, waker)?), largest)
+            }
+            None => (None, 0),
+        };
         poll.registry()
             .register(signals.source(), SIGNAL, Interest::READABLE)?;
         let mut ours = Vec::with_capacity(listeners.len());
@@ -131,10 +146,6 @@ impl<'a> Server<'a> {
             });
         }
         let now = Instant::now();
-        let (save, accepted) = match save {
-            Some((dir, largest)) => (Some(dir), largest),
-            None => (None, 0),
-        };
         Ok(Server {
             poll,
             listeners: ours,
@@ -148,27 +159,30 @@ impl<'a> Server<'a> {
             args,
             log,
             signals,
-            save,
+            disk,
             accepted,
             served: 0,
             bytes: 0,
             accept_backoff: None,
-            accept_reports: AcceptReports::default(),
+            accept_reports: RateLimited::new(ACCEPT_REPORT_EVERY),
+            low_space_reports: RateLimited::new(REFUSAL_REPORT_EVERY),
+            refused_low_space: 0,
             notify: notify::enabled(),
             status_due: None,
             last_status: None,
             watchdog: notify::watchdog_period().map(|p| (p, now)),
             stop_at: None,
+            exit_at: None,
         })
     }
 
     /// Serve until a stop signal; every accepted connection gets its line.
     pub fn run(mut self) -> io::Result<()> {
         let addrs: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
-        let saving = self.save.as_ref().map_or(String::new(), |d| {
+        let saving = self.disk.as_ref().map_or(String::new(), |d| {
             format!(
                 ", saving to {} from {}.file on",
-                d.path().display(),
+                d.dir().path().display(),
                 self.accepted + 1
             )
         });
@@ -209,6 +223,7 @@ impl<'a> Server<'a> {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => signalled = true,
+                    DISK => {}
                     Token(t) if t >= LISTENER_BASE => {
                         if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
                             l.pending = true;
@@ -228,10 +243,11 @@ impl<'a> Server<'a> {
             // New clients first: each waits for its greeting, while the
             // lines of the connections that ended can wait a moment.
             self.accept(now);
+            self.disk_results();
             let mut candidate = None;
             for event in events.iter() {
                 let Token(slot) = event.token();
-                if slot >= LISTENER_BASE {
+                if slot >= DISK.0 {
                     continue;
                 }
                 let closed = event.is_read_closed() || event.is_error();
@@ -247,7 +263,7 @@ impl<'a> Server<'a> {
                 _ => None,
             };
             self.streaming = alone
-                .filter(|_| self.save.is_none())
+                .filter(|_| self.disk.is_none())
                 .and_then(|slot| Some((slot, self.conns.get(slot)?.as_ref()?.number)));
             // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
@@ -258,10 +274,17 @@ impl<'a> Server<'a> {
             self.expire(now);
             self.housekeeping(now);
             if let Some(stop_at) = self.stop_at
+                && self.exit_at.is_none()
                 && (self.active == 0 || now >= stop_at)
             {
-                self.end_all();
-                break;
+                self.end_all(now);
+            }
+            if let Some(exit_at) = self.exit_at {
+                let outstanding = self.disk.as_ref().map_or(0, |d| d.outstanding);
+                if (self.active == 0 && outstanding == 0) || Instant::now() >= exit_at {
+                    self.exit();
+                    break;
+                }
             }
         }
         self.log.notice(&format!(
@@ -282,6 +305,7 @@ impl<'a> Server<'a> {
             self.status_due,
             self.watchdog.map(|(_, due)| due),
             self.stop_at,
+            self.exit_at,
         ]
         .into_iter()
         .flatten()
@@ -296,7 +320,7 @@ impl<'a> Server<'a> {
             return 0;
         };
         let before = conn.bytes;
-        let progress = conn.drain(READ_BUDGET, peer_closed, self.save.as_mut());
+        let progress = conn.drain(READ_BUDGET, peer_closed, self.settings.max_file_size);
         let moved = conn.bytes - before;
         if moved != 0 {
             // A fresh clock, not the round's: a stdout write that blocked
@@ -320,7 +344,7 @@ impl<'a> Server<'a> {
         else {
             return false;
         };
-        let progress = conn.stream_until(until, idle);
+        let progress = conn.stream_until(until, idle, self.settings.max_file_size);
         let streaming = matches!(progress, Progress::Busy);
         if streaming {
             self.requeue(slot);
@@ -333,13 +357,114 @@ impl<'a> Server<'a> {
     /// Act on what reading a connection found.
     fn settle(&mut self, slot: usize, progress: Progress) {
         self.requeue(slot);
+        let saving = self.is_saving(slot);
         match progress {
             Progress::Idle => {}
             Progress::Busy => self.busy.push(slot),
+            Progress::Blocked => {
+                if let Some(save) = self.saving_mut(slot) {
+                    save.blocked = true;
+                }
+            }
+            // A saving connection's line waits for its file.
+            Progress::Eof if saving => {}
             Progress::Eof => self.finish(slot, Outcome::Counted),
             Progress::Reset => self.finish(slot, Outcome::Reset),
             Progress::Failed(e) => self.finish(slot, Outcome::Failed(e)),
-            Progress::WriteFailed(e) => self.finish(slot, Outcome::SaveFailed(e)),
+            Progress::TooLarge => {
+                let max = self.settings.max_file_size;
+                self.finish(slot, Outcome::TooLarge(max))
+            }
+        }
+        if saving {
+            self.kick(slot);
+        }
+    }
+
+    fn is_saving(&self, slot: usize) -> bool {
+        self.conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.save.is_some())
+    }
+
+    fn saving_mut(&mut self, slot: usize) -> Option<&mut Saving> {
+        self.conns.get_mut(slot)?.as_mut()?.save.as_mut()
+    }
+
+    /// Hand a saving connection's next step to the disk threads, if its
+    /// part is home and there is one.
+    fn kick(&mut self, slot: usize) {
+        let fsync = self.settings.fsync;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let to = For {
+            slot,
+            number: conn.number,
+        };
+        if let (Some(save), Some(disk)) = (conn.save.as_mut(), self.disk.as_mut())
+            && let Some(job) = save.next_job(fsync)
+        {
+            disk.submit(to, job);
+        }
+    }
+
+    /// Act on what the disk threads finished.
+    fn disk_results(&mut self) {
+        while let Some((to, done)) = self.disk.as_mut().and_then(Disk::result) {
+            let present = self
+                .conns
+                .get(to.slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.number == to.number);
+            match done {
+                Done::Drained { part, .. } if !present => {
+                    // The connection ended (timeout, reset, stop) while its
+                    // bytes were on the way: now its marker can be written.
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.submit(to, Job::Fail { part });
+                    }
+                }
+                Done::Drained { part, moved, error } => {
+                    let idle = self.settings.idle_timeout;
+                    let Some(conn) = self.conns.get_mut(to.slot).and_then(Option::as_mut) else {
+                        continue;
+                    };
+                    let Some(save) = conn.save.as_mut() else {
+                        continue;
+                    };
+                    save.drained(part, moved);
+                    if let Some(e) = error {
+                        self.finish(to.slot, Outcome::SaveFailed(e));
+                        continue;
+                    }
+                    if std::mem::take(&mut save.blocked) {
+                        // The client was waiting for the disk, not idle.
+                        conn.deadline = Instant::now() + idle;
+                        self.busy.push(to.slot);
+                    }
+                    self.kick(to.slot);
+                }
+                Done::Committed(result) if present => {
+                    if let Some(save) = self.saving_mut(to.slot) {
+                        save.committing = false;
+                    }
+                    let outcome = match result {
+                        Ok(_) => Outcome::Counted,
+                        Err(CommitError::NameTaken(path)) => Outcome::NameTaken(path),
+                        Err(CommitError::Abandoned) => Outcome::Stopped,
+                        Err(CommitError::Io(e)) => Outcome::SaveFailed(e),
+                    };
+                    self.finish(to.slot, outcome);
+                }
+                Done::Committed(_) => {}
+                Done::Marked(Err(e)) => self.log.err(&format!(
+                    "connection {}: cannot write its ERROR file: {e}",
+                    to.number
+                )),
+                Done::Marked(Ok(())) => {}
+            }
         }
     }
 
@@ -392,15 +517,9 @@ impl<'a> Server<'a> {
     }
 
     fn report_accept_error(&mut self, e: &io::Error, now: Instant, backing_off: bool) {
-        let r = &mut self.accept_reports;
-        if r.last
-            .is_some_and(|last| now.duration_since(last) < ACCEPT_REPORT_EVERY)
-        {
-            r.suppressed += 1;
+        let Some(held) = self.accept_reports.due(now) else {
             return;
-        }
-        let suppressed = std::mem::take(&mut r.suppressed);
-        r.last = Some(now);
+        };
         let hint = match e.raw_os_error() {
             Some(libc::EMFILE) => {
                 " (out of file descriptors: raise LimitNOFILE= or lower max_connections)"
@@ -409,10 +528,8 @@ impl<'a> Server<'a> {
             _ => "",
         };
         let mut msg = format!("accept failed: {e}{hint}");
-        if suppressed > 0 {
-            msg.push_str(&format!(
-                "; {suppressed} more failures since the last report"
-            ));
+        if held > 0 {
+            msg.push_str(&format!("; {held} more failures since the last report"));
         }
         if backing_off {
             msg.push_str(&format!(
@@ -425,11 +542,52 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// End a client before its greeting: a reset, an `ERROR` line, no
+    /// connection number and no file.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, free: u64, now: Instant) {
+        self.refused_low_space += 1;
+        self.served += 1;
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        if let Err(e) = output::write_line("ERROR\n", self.signals.stopping()) {
+            self.log.err(&format!(
+                "stdout is unavailable ({e}); a refused client's line was: ERROR"
+            ));
+        }
+        drop(stream);
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        if let Some(held) = self.low_space_reports.due(now) {
+            let floor = self.settings.min_free_space;
+            self.log.err(&format!(
+                "refused {peer}: the save file system has {} free, below min_free_space {floor}{}",
+                crate::units::bytes(free),
+                if held > 0 {
+                    format!("; {held} more clients refused since the last report")
+                } else {
+                    String::new()
+                }
+            ));
+        } else {
+            self.log.debug(&format!(
+                "refused {peer}: the save file system is below min_free_space"
+            ));
+        }
+        self.schedule_status(now);
+    }
+
     fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
         // The idle clock starts at this accept, not when the round began
         // (stdout writes earlier in the round may have blocked).
         let now = Instant::now();
-        self.accepted += 1;
+        if let Some(free) = self.disk.as_ref().and_then(|d| d.dir().low_space()) {
+            return self.refuse(stream, peer, free, now);
+        }
+        // Urgent bytes are ordinary bytes: counted and saved in order.
+        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+        let Some(number) = self.accepted.checked_add(1) else {
+            self.log.err("connection numbers are used up (the save directory holds the largest one); refusing clients until a restart");
+            return self.refuse(stream, peer, 0, now);
+        };
+        self.accepted = number;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -437,16 +595,16 @@ impl<'a> Server<'a> {
         let mut conn =
             Connection::new(stream, self.accepted, peer, now, self.settings.idle_timeout);
         self.active += 1;
-        let part = match &self.save {
-            Some(dir) => dir
-                .create(conn.number)
-                .map(Some)
-                .map_err(Outcome::SaveFailed),
-            None => Ok(None),
+        let started = match self.disk.as_ref().map(|d| d.dir().pipe()) {
+            Some(Ok((pipe, part))) => {
+                conn.save = Some(Saving::new(pipe, part));
+                Ok(())
+            }
+            Some(Err(e)) => Err(Outcome::SaveFailed(e)),
+            None => Ok(()),
         };
-        let started = part
-            .and_then(|part| {
-                conn.part = part;
+        let started = started
+            .and_then(|()| {
                 conn.greet().map_err(|e| match e.kind() {
                     // The client reset (or closed) before its greeting.
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Outcome::Reset,
@@ -474,14 +632,18 @@ impl<'a> Server<'a> {
                 break;
             }
             self.timers.pop();
+            let idle = self.settings.idle_timeout;
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
             if conn.number != number || conn.queued != when {
                 continue;
             }
+            // A client that closed in order is done; the wait is the disk's.
+            if conn.save.as_ref().is_some_and(|s| s.eof) {
+                conn.deadline = now + idle;
+            }
             if conn.deadline <= now {
-                let idle = self.settings.idle_timeout;
                 self.finish(slot, Outcome::TimedOut(idle));
             } else {
                 conn.queued = conn.deadline;
@@ -490,7 +652,9 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Write the connection's line, log it, close the socket.
+    /// Write the connection's line, log it, close the socket. A saving
+    /// connection that did not end counted leaves its part to a disk
+    /// thread, which removes it and writes the `ERROR` marker.
     fn finish(&mut self, slot: usize, outcome: Outcome) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
@@ -498,7 +662,18 @@ impl<'a> Server<'a> {
         // Fresh: the logged duration and the status schedule must not lag
         // behind stdout writes that blocked earlier in this round.
         let now = Instant::now();
-        let outcome = self.save_file(&mut conn, outcome);
+        if let (Some(part), Some(disk)) = (
+            conn.save.as_mut().and_then(Saving::take_part),
+            self.disk.as_mut(),
+        ) {
+            disk.submit(
+                For {
+                    slot,
+                    number: conn.number,
+                },
+                Job::Fail { part },
+            );
+        }
         self.free.push(slot);
         self.active -= 1;
         self.served += 1;
@@ -509,7 +684,10 @@ impl<'a> Server<'a> {
             "ERROR\n".to_string()
         };
         let written = output::write_line(&line, self.signals.stopping());
-        self.log_connection(&conn, &outcome, now);
+        let (level, what) = outcome.describe();
+        if self.log.enabled(level) {
+            self.log.log(level, &conn.summary(&what, now));
+        }
         if let Err(e) = written {
             self.log.err(&format!(
                 "connection {}: stdout is unavailable ({e}); its line was: {}",
@@ -520,75 +698,14 @@ impl<'a> Server<'a> {
         if !outcome.is_counted() {
             conn.abort();
         }
+        self.schedule_status(now);
+    }
+
+    fn schedule_status(&mut self, now: Instant) {
         if self.notify && self.status_due.is_none() {
             let earliest = self.last_status.map_or(now, |t| t + STATUS_EVERY);
             self.status_due = Some(earliest.max(now));
         }
-    }
-
-    /// Give a saved connection its final `N.file` (the bytes, or `ERROR`)
-    /// before its line is written; a failure to save turns a count into
-    /// ERROR, since the line must not promise a file that is not there.
-    fn save_file(&self, conn: &mut Connection, outcome: Outcome) -> Outcome {
-        let (Some(dir), Some(part)) = (&self.save, conn.part.take()) else {
-            return outcome;
-        };
-        let outcome = if outcome.is_counted() {
-            match dir.commit(part) {
-                Ok(_) => return outcome,
-                Err(e) => Outcome::SaveFailed(e),
-            }
-        } else {
-            match dir.fail(part) {
-                Ok(_) => return outcome,
-                Err(e) => {
-                    self.log.err(&format!(
-                        "connection {}: cannot write its ERROR file in {}: {e}",
-                        conn.number,
-                        dir.path().display()
-                    ));
-                    return outcome;
-                }
-            }
-        };
-        // The part file is gone; leave ERROR in N.file if the disk allows.
-        if let Err(e) = dir.create(conn.number).and_then(|p| dir.fail(p)) {
-            self.log.err(&format!(
-                "connection {}: cannot write its ERROR file in {}: {e}",
-                conn.number,
-                dir.path().display()
-            ));
-        }
-        outcome
-    }
-
-    fn log_connection(&self, conn: &Connection, outcome: &Outcome, now: Instant) {
-        let (level, what) = match outcome {
-            Outcome::Counted => (Level::Info, "closed by client".to_string()),
-            Outcome::TimedOut(d) => (
-                Level::Warning,
-                format!("idle timeout ({} without data)", fmt_duration(*d)),
-            ),
-            Outcome::Reset => (Level::Warning, "reset by client".to_string()),
-            Outcome::Stopped => (Level::Warning, "aborted at stop".to_string()),
-            Outcome::GreetingFailed(e) => (Level::Err, format!("greeting failed: {e}")),
-            Outcome::Failed(e) => (Level::Err, format!("failed: {e}")),
-            Outcome::SaveFailed(e) => (Level::Err, format!("saving failed: {e}")),
-        };
-        if !self.log.enabled(level) {
-            return;
-        }
-        let secs = now.duration_since(conn.accepted).as_secs_f64();
-        self.log.log(
-            level,
-            &format!(
-                "connection {} from {}: {what}, {} bytes in {secs:.3} s ({})",
-                conn.number,
-                conn.peer,
-                conn.bytes,
-                rate(conn.bytes, secs)
-            ),
-        );
     }
 
     fn begin_stop(&mut self, signal: &str, now: Instant) {
@@ -596,6 +713,7 @@ impl<'a> Server<'a> {
             self.log
                 .notice(&format!("{signal} again: ending the shutdown grace now"));
             self.stop_at = Some(now);
+            self.exit_at = self.exit_at.map(|t| t.min(now + DISK_STOP_WAIT));
             return;
         }
         // Closing the listeners stops accepting at once; under socket
@@ -611,18 +729,41 @@ impl<'a> Server<'a> {
         ));
     }
 
-    /// The stop's last step: a connection whose FIN is already queued still
-    /// gets its count; every other one ends with ERROR.
-    fn end_all(&mut self) {
+    /// The grace is over: a counting connection whose FIN is already queued
+    /// still gets its count, every other one ends with ERROR, except saving
+    /// connections whose commit is under way: they get until `exit_at`.
+    fn end_all(&mut self, now: Instant) {
+        self.exit_at = Some(now + DISK_STOP_WAIT);
+        if let Some(disk) = &self.disk {
+            disk.abandon();
+        }
+        let max = self.settings.max_file_size;
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            let outcome = match conn.drain(READ_BUDGET, true, self.save.as_mut()) {
-                Progress::Eof => Outcome::Counted,
-                _ => Outcome::Stopped,
+            let outcome = match &conn.save {
+                Some(save) if save.committing => continue,
+                Some(_) => Outcome::Stopped,
+                None => match conn.drain(READ_BUDGET, true, max) {
+                    Progress::Eof => Outcome::Counted,
+                    _ => Outcome::Stopped,
+                },
             };
             self.finish(slot, outcome);
+        }
+    }
+
+    /// The wait for the disk is over too: whatever is left ends with ERROR,
+    /// and temporaries still open go to a process that outlives this one.
+    fn exit(&mut self) {
+        self.disk_results();
+        for slot in 0..self.conns.len() {
+            self.finish(slot, Outcome::Stopped);
+        }
+        if let Some(disk) = &self.disk {
+            disk.dir().begin_exit();
+            disk.dir().exit_handover();
         }
     }
 
@@ -650,8 +791,11 @@ impl<'a> Server<'a> {
                 s.max_connections = new.max_connections;
                 s.shutdown_grace = new.shutdown_grace;
                 s.fsync = new.fsync;
-                if let Some(dir) = self.save.as_mut() {
-                    dir.fsync = new.fsync;
+                s.max_file_size = new.max_file_size;
+                s.min_free_space = new.min_free_space;
+                if let Some(disk) = &self.disk {
+                    // The space monitor applies it within half a second.
+                    disk.dir().set_floor(new.min_free_space);
                 }
                 s.log_target = new.log_target;
                 s.log_level = new.log_level;
@@ -720,18 +864,4 @@ fn is_per_connection(e: &io::Error) -> bool {
                 | libc::ENETUNREACH
         )
     )
-}
-
-/// Human transfer rate, decimal units.
-fn rate(bytes: u64, secs: f64) -> String {
-    if secs <= 0.0 {
-        return "- B/s".to_string();
-    }
-    let r = bytes as f64 / secs;
-    match r {
-        r if r >= 1e9 => format!("{:.2} GB/s", r / 1e9),
-        r if r >= 1e6 => format!("{:.2} MB/s", r / 1e6),
-        r if r >= 1e3 => format!("{:.2} kB/s", r / 1e3),
-        r => format!("{r:.0} B/s"),
-    }
 }

@@ -13,19 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Deterministic bytes that differ at every offset, so a misplaced chunk shows.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn saving(dir: &Path) -> Server {
     Spawn::new().arg("--save-dir").arg(&path_of(dir)).start()
 }

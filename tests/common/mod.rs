@@ -170,6 +170,8 @@ pub struct Spawn {
     pub port: Option<u16>,
     /// Close the read end of the stdout pipe at once (EPIPE on write).
     pub broken_stdout: bool,
+    /// Leave the stderr pipe unread until [`Server::read_stderr`].
+    pub stalled_stderr: bool,
 }
 
 impl Spawn {
@@ -181,7 +183,13 @@ impl Spawn {
             wrapper: Vec::new(),
             port: None,
             broken_stdout: false,
+            stalled_stderr: false,
         }
+    }
+    /// Nobody reads stderr: the pipe fills (see [`Server::read_stderr`]).
+    pub fn stalled_stderr(mut self) -> Spawn {
+        self.stalled_stderr = true;
+        self
     }
     pub fn broken_stdout(mut self) -> Spawn {
         self.broken_stdout = true;
@@ -251,7 +259,11 @@ impl Spawn {
         } else {
             Lines::new(pipe)
         };
-        let stderr = Lines::new(child.stderr.take().expect("stderr"));
+        let (stderr, stalled) = if self.stalled_stderr {
+            (Lines::new(std::io::empty()), child.stderr.take())
+        } else {
+            (Lines::new(child.stderr.take().expect("stderr")), None)
+        };
         if !wait_ready(&notify, &mut child, &stderr) {
             return None;
         }
@@ -260,6 +272,7 @@ impl Spawn {
             port,
             stdout,
             stderr,
+            stalled,
             notify,
             config,
             dir,
@@ -342,6 +355,8 @@ pub struct Server {
     pub port: u16,
     pub stdout: Lines,
     pub stderr: Lines,
+    /// The stderr pipe of a [`Spawn::stalled_stderr`] server, unread.
+    stalled: Option<std::process::ChildStderr>,
     pub notify: Notify,
     pub config: PathBuf,
     pub dir: TempDir,
@@ -384,6 +399,13 @@ impl Server {
         s.read_exact(&mut g).expect("greeting");
         assert_eq!(&g, GREETING);
         s
+    }
+
+    /// Start reading a stalled stderr.
+    pub fn read_stderr(&mut self) {
+        if let Some(pipe) = self.stalled.take() {
+            self.stderr = Lines::new(pipe);
+        }
     }
 
     /// CPU time (utime + stime) in clock ticks from /proc/PID/stat.
@@ -498,6 +520,44 @@ pub fn have(tool: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Deterministic bytes that differ at every offset, so a misplaced chunk shows.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// True when a test may run: `ok`, or else a note and false. Under CI
+/// (`ACCIO_TOOLS_REQUIRED` set by `.ci/run`) a missing prerequisite fails
+/// the test instead: nothing may pass without testing.
+pub fn prerequisite(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("ACCIO_TOOLS_REQUIRED").is_none(),
+            "missing prerequisite under CI: {what}"
+        );
+        eprintln!("skipped: {what}");
+    }
+    ok
+}
+
+/// Connect from a given local address (another loopback source) and read
+/// the full greeting; None if the server refused before greeting.
+pub fn connect_greeted(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).ok()?;
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut g = [0u8; 7];
+    s.read_exact(&mut g).ok()?;
+    assert_eq!(&g, GREETING);
+    Some(s)
 }
 
 pub fn path_of(p: &Path) -> String {
