@@ -187,7 +187,19 @@ impl Drop for Disk {
     }
 }
 
+/// Signals are the loop's business: a disk thread (and the fsync processes
+/// it starts) takes none.
+fn block_signals() {
+    // SAFETY: a full set, applied to the calling thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
 fn work(shared: &Shared, results: &Sender<(For, Done)>, waker: &mio::Waker) {
+    block_signals();
     loop {
         let (to, job) = {
             let mut q = lock(&shared.queue);

@@ -654,6 +654,62 @@ impl SaveDir {
     }
 }
 
+/// fsync(2) in a process of its own that shares our memory and files
+/// (`clone` with `CLONE_VM | CLONE_FILES | CLONE_VFORK`), while the calling
+/// disk thread waits for it.
+///
+/// Why: a thread in fsync can sit in an uninterruptible wait (a FUSE file
+/// system answers when it likes; ext4 waits for the device), and a process
+/// cannot exit before all its threads have. The vfork wait of the calling
+/// thread is killable, so a stop that ends while an fsync is under way
+/// exits at once; the detached fsync finishes on its own and nobody waits
+/// for it. Where `clone` fails, the fsync runs here.
+fn fsync_detached(fd: RawFd) -> io::Result<()> {
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // Only system calls here: this runs on a borrowed stack, with the
+        // suspended caller's thread state.
+        // SAFETY: fsync on a descriptor of the shared file table.
+        if unsafe { libc::fsync(arg as usize as libc::c_int) } == 0 {
+            0
+        } else {
+            // SAFETY: errno of the shared thread state, set just now.
+            unsafe { *libc::__errno_location() }
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the stack grows down from its 16-byte-aligned end; the child
+    // only makes system calls; CLONE_VFORK suspends us until it exits, so
+    // the stack outlives it unless the whole process ends first, and then
+    // nothing frees it.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
+            fd as usize as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        // SAFETY: fsync on our own descriptor.
+        return cvt(unsafe { libc::fsync(fd) }).map(|_| ());
+    }
+    let mut status = 0;
+    // SAFETY: reaping the child we just made.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    drop(stack);
+    match libc::WEXITSTATUS(status) {
+        0 if libc::WIFEXITED(status) => Ok(()),
+        errno if libc::WIFEXITED(status) => Err(io::Error::from_raw_os_error(errno)),
+        _ => Err(io::Error::other("the fsync process was killed")),
+    }
+}
+
 fn final_name(number: u64) -> CString {
     CString::new(format!("{number}.file")).unwrap_or_default()
 }
@@ -797,7 +853,7 @@ impl Part {
         let done = (|| {
             let file = self.file().map_err(CommitError::Io)?;
             if fsync {
-                file.sync_all().map_err(CommitError::Io)?;
+                fsync_detached(file.as_raw_fd()).map_err(CommitError::Io)?;
             }
             if abandon.load(Ordering::Relaxed) {
                 return Err(CommitError::Abandoned);
@@ -816,8 +872,7 @@ impl Part {
                 Err(e) => return Err(CommitError::Io(e)),
             }
             if fsync {
-                // SAFETY: fsync on our directory fd.
-                cvt(unsafe { libc::fsync(self.dir.dir.as_raw_fd()) }).map_err(CommitError::Io)?;
+                fsync_detached(self.dir.dir.as_raw_fd()).map_err(CommitError::Io)?;
             }
             Ok(target.clone())
         })();
