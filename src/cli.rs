@@ -62,11 +62,18 @@ pub const MANUAL: &[Section] = &[
         items: &[(
             "",
             "With --save-dir DIR (or save_dir), connection N's bytes are also written, \
-             socket to file by splice(2), to a hidden temporary file in DIR and renamed to \
-             DIR/N.file once the client closed in order (after fsync unless fsync = false); a \
-             connection that ends with ERROR leaves exactly the 5 bytes ERROR there. Numbering \
-             continues after the largest N.file already in DIR. A failed write ends that \
-             connection with ERROR; serving goes on.",
+             socket to file by splice(2), to a temporary file in DIR that has no name (or a \
+             random hidden one) and becomes DIR/N.file once the client closed in order (after \
+             fsync unless fsync = false); only then is its count line written. A connection \
+             that ends with ERROR leaves exactly the 5 bytes ERROR there. Numbering continues \
+             after the largest N.file already in DIR. Disk work runs on at most 8 threads, never \
+             on the serving loop: a slow disk slows the saving clients (TCP back-pressure), not \
+             the greetings, timeouts or a stop. DIR may be shared with other users: no symlink \
+             is followed and no existing entry is replaced (if N.file already exists, that \
+             connection ends with ERROR and the entry is left alone). One server per DIR (a \
+             lock); a DIR writable by others gets a warning. max_file_size ends a larger \
+             transfer with ERROR; min_free_space (default 5%) ends a transfer that would leave \
+             less free space, and refuses new clients while space is below it.",
         )],
     },
     Section {
@@ -79,9 +86,9 @@ pub const MANUAL: &[Section] = &[
             ),
             (
                 "SIGHUP",
-                "Reload the --config file: idle_timeout, max_connections, shutdown_grace, fsync \
-                 and [log] apply at once; port, bind, backlog and save_dir need a restart. An invalid file is logged \
-                 and changes nothing.",
+                "Reload the --config file: idle_timeout, max_connections, shutdown_grace, fsync, \
+                 max_file_size, min_free_space and [log] apply at once; port, bind, backlog and \
+                 save_dir need a restart. An invalid file is logged and changes nothing.",
             ),
         ],
     },
@@ -99,16 +106,19 @@ pub const MANUAL: &[Section] = &[
         items: &[(
             "/etc/accio-server/server.toml",
             "The packaged configuration (TOML; every key optional): port, bind, idle_timeout, \
-             max_connections, shutdown_grace, backlog, save_dir, fsync, [log] target and level.",
+             max_connections, shutdown_grace, backlog, save_dir, fsync, max_file_size, \
+             min_free_space, [log] target and level.",
         )],
     },
     Section {
         title: "DIAGNOSTICS",
         items: &[(
             "",
-            "To syslog (identifier accio-server, facility daemon) when /dev/log accepts messages, \
-             else to stderr; see [log] in the configuration. Read them with: journalctl -t \
-             accio-server",
+            "To stderr when it is a terminal, else to syslog (identifier accio-server, facility \
+             daemon) when /dev/log accepts messages, else to stderr; see [log] in the \
+             configuration. A sink that does not take a message at once never delays serving: \
+             the message is dropped, and the number dropped is logged later. Read them with: \
+             journalctl -t accio-server",
         )],
     },
     Section {
@@ -125,7 +135,8 @@ pub const MANUAL: &[Section] = &[
             ),
             (
                 "73",
-                "The save directory cannot be created or is not a writable directory.",
+                "The save directory cannot be created, is not a writable directory, is used by \
+                 another server, or holds the largest possible N.file.",
             ),
             ("78", "Configuration file unreadable or invalid."),
         ],
