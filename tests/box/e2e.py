@@ -28,6 +28,8 @@ SOCKET = "accio-server.socket"
 SERVICE = "accio-server.service"
 CONFIG = "/etc/accio-server/server.toml"
 BIN = "/usr/bin/accio-server"
+CLIENT = "/usr/bin/accio-client"
+SAVE_DIR = "/var/lib/accio-server"       # StateDirectory=accio-server
 POLICY = "/usr/sbin/policy-rc.d"
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -635,8 +637,127 @@ def live(args):
     run(["systemctl", "stop", SOCKET])
     run(["systemctl", "reset-failed", SERVICE, SOCKET])
 
+    # save_dir in the state directory, with accio-client ---------------------------
+    if os.access(CLIENT, os.X_OK):
+        saving(port)
+    else:
+        T.skip("save_dir = %r: uploads with accio-client" % SAVE_DIR, "no %s in the box" % CLIENT)
+
     if deb_mode and not args.keep_installed:
         reinstall_and_purge(args, port)
+
+
+def saving(port):
+    """save_dir = "/var/lib/accio-server" in the installed config: accio-client
+    uploads land as N.file in the StateDirectory=, byte for byte, owned by the
+    service's dynamic user, and the numbering survives a service restart."""
+    with open(CONFIG) as f:
+        orig_config = f.read()
+    try:
+        _saving(port, orig_config)
+    finally:
+        # Restore the configuration, and leave socket and service stopped as
+        # the checks before left them (the upgrade/purge checks follow).
+        with open(CONFIG, "w") as f:
+            f.write(orig_config)
+        run(["systemctl", "stop", SERVICE, SOCKET])
+        run(["systemctl", "reset-failed", SERVICE, SOCKET])
+
+
+def _saving(port, orig_config):
+    # The files live in /var/lib/private/accio-server; /var/lib/accio-server is
+    # systemd's symlink to it (DynamicUser=). Follow it as systemd made it.
+    with open(CONFIG, "w") as f:
+        f.write(set_top_level(orig_config, "save_dir", '"%s"' % SAVE_DIR))
+    rc, out = run(["systemctl", "restart", SOCKET, SERVICE])
+    st = show(SERVICE, "ActiveState", "SubState", "MainPID")
+    pid = int(st.get("MainPID", "0") or 0)
+    T.check(rc == 0 and st.get("ActiveState") == "active" and pid > 0,
+            "[save] save_dir = %r; systemctl restart %s %s: active, MainPID %d" % (SAVE_DIR, SOCKET, SERVICE, pid),
+            "%s\n%s" % (out, st))
+    if pid <= 0:
+        diag = "\n".join("%s %s" % (e.get("PRIORITY"), e["MESSAGE"]) for e in journal("-u", SERVICE)[-15:])
+        raise Fatal("the service did not start with save_dir set:\n" + diag)
+
+    def path(n):
+        return os.path.join(SAVE_DIR, "%d.file" % n)
+
+    def saved():
+        try:
+            return sorted(n for n in os.listdir(SAVE_DIR) if n.endswith(".file"))
+        except OSError:
+            return None
+    before = saved()
+    T.check(os.path.islink(SAVE_DIR) and before == [],
+            "[save] %s -> %s exists, no N.file yet" % (SAVE_DIR, os.path.realpath(SAVE_DIR)), before)
+
+    def read(p):
+        try:
+            with open(p, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def upload(content, name):
+        src = os.path.join("/tmp", name)   # the box's own /tmp
+        with open(src, "wb") as f:
+            f.write(content)
+        t = time.monotonic()
+        rc, out = run([CLIENT, "127.0.0.1", str(port), src], timeout=15)
+        return rc, out, time.monotonic() - t
+
+    def stdout_since(k):
+        return stdout_lines()[k:]
+
+    def service_uid():
+        p = main_pid()
+        u = proc_status(p).get("Uid", "").split() if p > 0 else []
+        return int(u[0]) if u else None
+
+    # Two uploads of different content: 3 MiB of random bytes, then nothing.
+    uploads = {1: os.urandom(3 << 20), 2: b""}
+    nlines = len(stdout_lines())
+    for n, content in uploads.items():
+        rc, out, dt = upload(content, "upload-%d" % n)
+        T.check(rc == 0, "[save] accio-client 127.0.0.1 %d FILE (%d bytes): exit 0 (%.2fs)"
+                % (port, len(content), dt), "exit %d: %s" % (rc, out))
+    got = {n: wait_for(lambda n=n: read(path(n)) == uploads[n]) for n in uploads}
+    for n, content in uploads.items():
+        data = read(path(n))
+        T.check(got[n], "[save] %s is byte-identical to upload %d (%d bytes)" % (path(n), n, len(content)),
+                "got %s; files: %s" % (None if data is None else "%d bytes" % len(data), saved()))
+    uid = service_uid()
+    owners = {n: (os.stat(path(n)).st_uid if os.path.exists(path(n)) else None) for n in uploads}
+    T.check(uid not in (None, 0) and all(o == uid for o in owners.values()),
+            "[save] 1.file, 2.file owned by the service's dynamic uid %s (%s)" % (uid, owners))
+    want = [str(len(c)) for c in uploads.values()]
+    lines = wait_for(lambda: (lambda l: l if l == want else [])(stdout_since(nlines)))
+    T.check(lines, "[save] journalctl -u %s: count lines %s" % (SERVICE, want),
+            "got %r" % stdout_since(nlines))
+    T.check(saved() == ["1.file", "2.file"], "[save] nothing else in %s (%s)" % (SAVE_DIR, saved()))
+
+    # After a service restart the numbering continues; the old files stay.
+    rc, out = run(["systemctl", "restart", SERVICE])
+    pid2 = main_pid()
+    T.check(rc == 0 and pid2 not in (0, pid), "[save] systemctl restart %s (MainPID %d -> %d)"
+            % (SERVICE, pid, pid2), out)
+    uploads[3] = os.urandom(100000) + b"accio\r\n"
+    nlines = len(stdout_lines())
+    rc, out, dt = upload(uploads[3], "upload-3")
+    T.check(rc == 0, "[save] accio-client after the restart (%d bytes): exit 0 (%.2fs)" % (len(uploads[3]), dt),
+            "exit %d: %s" % (rc, out))
+    ok = wait_for(lambda: read(path(3)) == uploads[3])
+    T.check(ok, "[save] the numbering continues: %s is byte-identical to upload 3" % path(3),
+            "files: %s" % saved())
+    T.check(all(read(path(n)) == uploads[n] for n in (1, 2)) and saved() == ["1.file", "2.file", "3.file"],
+            "[save] 1.file, 2.file unchanged by the restart (%s)" % saved())
+    uid2 = service_uid()
+    owners = {n: (os.stat(path(n)).st_uid if os.path.exists(path(n)) else None) for n in uploads}
+    T.check(uid2 not in (None, 0) and all(o == uid2 for o in owners.values()),
+            "[save] all files owned by the restarted service's dynamic uid %s (%s)" % (uid2, owners))
+    lines = wait_for(lambda: (lambda l: l if l == [str(len(uploads[3]))] else [])(stdout_since(nlines)))
+    T.check(lines, "[save] journal count line %s after the restart" % len(uploads[3]),
+            "got %r" % stdout_since(nlines))
 
 
 def self_bind(default_port):
