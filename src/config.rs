@@ -41,6 +41,15 @@ pub struct Settings {
     pub max_file_size: u64,
     /// Saving stops short of leaving less free space than this.
     pub min_free_space: FreeSpace,
+    /// Open connections per source; 0 = no cap.
+    pub max_per_source: u32,
+    /// An IPv6 source is its address cut to this many bits.
+    pub source_prefix_v6: u8,
+    /// Bytes per second a client must average (after `idle_timeout`); 0 =
+    /// off.
+    pub min_rate: u64,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub log_target: Target,
     pub log_level: Level,
     /// Where these settings came from, for the start line.
@@ -53,13 +62,17 @@ impl Default for Settings {
             port: None,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             idle_timeout: Duration::from_secs(10),
-            max_connections: 64,
+            max_connections: 1024,
             shutdown_grace: Duration::ZERO,
             backlog: 128,
             save_dir: None,
             fsync: true,
             max_file_size: 0,
             min_free_space: FreeSpace::Percent(5),
+            max_per_source: 16,
+            source_prefix_v6: 64,
+            min_rate: 0,
+            proxy_protocol: false,
             log_target: Target::Auto,
             log_level: Level::Info,
             source: None,
@@ -288,6 +301,18 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
     if let Some(f) = file.min_free_space {
         s.min_free_space = f;
     }
+    if let Some(Count(n)) = file.max_per_source {
+        s.max_per_source = n;
+    }
+    if let Some(Prefix(p)) = file.source_prefix_v6 {
+        s.source_prefix_v6 = p;
+    }
+    if let Some(Count64(n)) = file.min_rate {
+        s.min_rate = n;
+    }
+    if let Some(p) = file.proxy_protocol {
+        s.proxy_protocol = p;
+    }
     if let Some(log) = file.log {
         if let Some(t) = log.target {
             s.log_target = t;
@@ -350,6 +375,10 @@ struct FileConfig {
     fsync: Option<bool>,
     max_file_size: Option<Size>,
     min_free_space: Option<FreeSpace>,
+    max_per_source: Option<Count>,
+    source_prefix_v6: Option<Prefix>,
+    min_rate: Option<Count64>,
+    proxy_protocol: Option<bool>,
     log: Option<LogSection>,
 }
 
@@ -368,6 +397,27 @@ struct AtLeastOne(usize);
 struct Backlog(u16);
 struct SaveDirPath(PathBuf);
 struct Size(u64);
+struct Count(u32);
+struct Count64(u64);
+struct Prefix(u8);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 0, 1_000_000, "a number from 0 (no cap) to 1000000").map(|n| Count(n as u32))
+    }
+}
+
+impl<'de> Deserialize<'de> for Count64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 0, i64::MAX, "bytes per second, 0 (off) or more").map(|n| Count64(n as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        int_in(d, 1, 128, "a prefix length from 1 to 128").map(|n| Prefix(n as u8))
+    }
+}
 
 /// `min_free_space`: bytes, or a percentage of the file system's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,7 +650,9 @@ mod tests {
     fn empty_file_is_defaults() {
         let s = parse("").expect("empty file");
         assert_eq!(s.idle_timeout, Duration::from_secs(10));
-        assert_eq!(s.max_connections, 64);
+        assert_eq!(s.max_connections, 1024);
+        assert_eq!(s.max_per_source, 16);
+        assert_eq!(s.source_prefix_v6, 64);
         assert_eq!(s.port, None);
     }
 

@@ -28,7 +28,9 @@ use mio::net::TcpStream;
 use crate::config::fmt_duration;
 use crate::disk::Job;
 use crate::log::{Level, quote};
+use crate::proxy;
 use crate::save::{Part, PipeIn};
+use crate::sources::Source;
 
 /// The first and only bytes the server ever sends.
 pub const GREETING: &[u8] = b"accio\r\n";
@@ -52,6 +54,8 @@ pub enum Outcome {
     NameTaken(std::path::PathBuf),
     /// More than `max_file_size` bytes.
     TooLarge(u64),
+    /// Averaged less than `min_rate` bytes per second.
+    TooSlow(u64),
     /// Still open when the server stopped.
     Stopped,
 }
@@ -74,6 +78,10 @@ impl Outcome {
             Outcome::TooLarge(max) => (
                 Level::Warning,
                 format!("more than max_file_size ({max} bytes)"),
+            ),
+            Outcome::TooSlow(rate) => (
+                Level::Warning,
+                format!("too slow (below min_rate, {rate} bytes/s on average)"),
             ),
             Outcome::GreetingFailed(e) => (Level::Err, format!("greeting failed: {e}")),
             Outcome::Failed(e) => (Level::Err, format!("failed: {e}")),
@@ -108,7 +116,11 @@ pub enum Progress {
 
 pub struct Connection {
     stream: TcpStream,
-    /// 1, 2, 3... in accept order; names the connection in the logs.
+    /// Unique per accepted socket: tells a reused slot's occupants apart
+    /// (timer entries, disk results).
+    pub id: u64,
+    /// 1, 2, 3... in admission order; names the connection in the logs and
+    /// its saved file. 0 while a PROXY header is awaited.
     pub number: u64,
     pub peer: SocketAddr,
     pub bytes: u64,
@@ -120,9 +132,38 @@ pub struct Connection {
     pub queued: Instant,
     /// The file being saved, in `--save-dir` mode.
     pub save: Option<Saving>,
+    /// The source this connection counts against (`max_per_source`).
+    pub source: Option<Source>,
+    /// With `proxy_protocol`: the header still to read before the greeting.
+    pub header: Option<Header>,
     /// The socket was made blocking for [`Connection::stream_until`]; every
     /// other read passes `MSG_DONTWAIT`.
     blocking: bool,
+}
+
+/// Where a connection is in its PROXY protocol header.
+#[derive(Debug, Clone, Copy)]
+pub enum Header {
+    /// Peeking until the header is complete (or known to be invalid).
+    Waiting,
+    /// The header is known to be `left` more bytes (v2 TLVs included):
+    /// dropped in the kernel, never read into memory.
+    Skipping {
+        left: usize,
+        client: Option<SocketAddr>,
+    },
+}
+
+/// What reading a PROXY header found.
+#[derive(Debug)]
+pub enum HeaderProgress {
+    /// Not complete yet: wait for more bytes.
+    Wait,
+    /// Complete and consumed: the client's address (the one it carries, or
+    /// the peer's for a `LOCAL` header or an unknown family).
+    Done(SocketAddr),
+    /// Not a valid header, or the connection ended before it was complete.
+    Bad(String),
 }
 
 /// A saving connection's side of the way to the disk: the loop splices the
@@ -194,26 +235,23 @@ impl Saving {
 }
 
 impl Connection {
-    pub fn new(
-        stream: TcpStream,
-        number: u64,
-        peer: SocketAddr,
-        now: Instant,
-        idle: Duration,
-    ) -> Self {
+    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, now: Instant, idle: Duration) -> Self {
         let deadline = now + idle;
         // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; log
         // them as the IPv4 address they are.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         Connection {
             stream,
-            number,
+            id,
+            number: 0,
             peer,
             bytes: 0,
             accepted: now,
             deadline,
             queued: deadline,
             save: None,
+            source: None,
+            header: None,
             blocking: false,
         }
     }
@@ -409,9 +447,82 @@ impl Connection {
         progress
     }
 
+    /// Read the PROXY header: peek at most [`proxy::PEEK_MAX`] bytes to
+    /// judge it, then drop exactly its length, so the first payload byte
+    /// stays queued for the count. Never reads more, never blocks.
+    pub fn read_header(&mut self) -> HeaderProgress {
+        let sock = self.stream.as_raw_fd();
+        loop {
+            match self.header {
+                None => return HeaderProgress::Done(self.peer),
+                Some(Header::Waiting) => {
+                    let mut buf = [0u8; proxy::PEEK_MAX];
+                    // SAFETY: a peek into a valid buffer of its length.
+                    let n = unsafe {
+                        libc::recv(
+                            sock,
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                        )
+                    };
+                    let got = match usize::try_from(n) {
+                        Ok(0) => {
+                            return HeaderProgress::Bad(
+                                "the client closed before a complete header".into(),
+                            );
+                        }
+                        Ok(got) => got,
+                        Err(_) => return header_failed(io::Error::last_os_error()),
+                    };
+                    match proxy::parse(&buf[..got]) {
+                        proxy::Parsed::Incomplete => return HeaderProgress::Wait,
+                        proxy::Parsed::Invalid(why) => return HeaderProgress::Bad(why.into()),
+                        proxy::Parsed::Header { len, source } => {
+                            self.header = Some(Header::Skipping {
+                                left: len,
+                                client: source,
+                            })
+                        }
+                    }
+                }
+                Some(Header::Skipping { left, client }) => {
+                    match discard(&self.stream, libc::MSG_DONTWAIT, left) {
+                        Ok(0) => {
+                            return HeaderProgress::Bad(
+                                "the client closed before a complete header".into(),
+                            );
+                        }
+                        Ok(n) if n >= left => {
+                            self.header = None;
+                            let client = client.map_or(self.peer, |c| {
+                                SocketAddr::new(c.ip().to_canonical(), c.port())
+                            });
+                            self.peer = client;
+                            return HeaderProgress::Done(client);
+                        }
+                        Ok(n) => {
+                            self.header = Some(Header::Skipping {
+                                left: left - n,
+                                client,
+                            })
+                        }
+                        Err(e) => return header_failed(e),
+                    }
+                }
+            }
+        }
+    }
+
     /// The per-connection log line.
     pub fn summary(&self, what: &str, now: Instant) -> String {
         let secs = now.duration_since(self.accepted).as_secs_f64();
+        if self.number == 0 {
+            return format!(
+                "client {} before its PROXY header: {what} after {secs:.3} s",
+                self.peer
+            );
+        }
         format!(
             "connection {} from {}: {what}, {} bytes in {secs:.3} s ({})",
             self.number,
@@ -419,6 +530,11 @@ impl Connection {
             self.bytes,
             crate::units::rate(self.bytes, secs)
         )
+    }
+
+    /// The socket, for a connection refused before its greeting.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// End the connection with a reset instead of an orderly FIN, so a
@@ -441,6 +557,14 @@ fn allowance(bytes: u64, max: u64, want: usize) -> usize {
 /// How long a blocking read in [`Connection::stream_until`] waits for more
 /// before the client counts as paused and the event loop takes over again.
 const STREAM_PAUSE: Duration = Duration::from_millis(1);
+
+fn header_failed(e: io::Error) -> HeaderProgress {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => HeaderProgress::Wait,
+        io::ErrorKind::Interrupted => HeaderProgress::Wait,
+        _ => HeaderProgress::Bad(format!("reading it failed: {e}")),
+    }
+}
 
 /// A failed read, by what it means for the connection.
 fn read_failed(e: io::Error) -> Progress {

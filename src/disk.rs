@@ -35,11 +35,13 @@ pub const WORKERS: usize = 7;
 /// How often the space monitor measures free space.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
 
-/// Which connection a job or its result is for: the loop's slot and the
-/// connection number, which tells a reused slot from the original.
+/// Which connection a job or its result is for: the loop's slot, the
+/// connection's id (which tells a reused slot from the original) and its
+/// number (which names its file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct For {
     pub slot: usize,
+    pub id: u64,
     pub number: u64,
 }
 

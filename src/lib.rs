@@ -11,6 +11,9 @@
 //! - [`error`]: startup errors and their sysexits codes.
 //! - [`listener`]: sockets inherited from systemd, or bound here.
 //! - [`server`]: the event loop: accept, limits, timers, stop, reload.
+//! - [`admission`]: who gets a greeting; refusals and their reports.
+//! - [`proxy`]: PROXY protocol v1/v2 headers, judged from a peeked prefix.
+//! - [`sources`]: open connections per source (`max_per_source`).
 //! - [`connection`]: greeting, zero-copy counting, outcomes.
 //! - [`output`]: one write(2) per stdout line.
 //! - [`save`]: `--save-dir`: safe temporaries, exclusive names, the lock.
@@ -23,6 +26,7 @@
 //! - [`app`]: the start sequence the `server` binary runs.
 //! - [`client`]: the `client` binary: greeting, sendfile or streaming, timeouts.
 
+pub mod admission;
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -34,10 +38,12 @@ pub mod listener;
 pub mod log;
 pub mod notify;
 pub mod output;
+pub mod proxy;
 pub mod report;
 pub mod save;
 pub mod server;
 pub mod signals;
+pub mod sources;
 pub mod units;
 
 #[cfg(not(target_os = "linux"))]

@@ -25,14 +25,16 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::admission::{Admission, Refusal};
 use crate::cli::Args;
 use crate::config::{Settings, fmt_duration};
-use crate::connection::{Connection, Outcome, Progress, Saving};
+use crate::connection::{Connection, Header, HeaderProgress, Outcome, Progress, Saving};
 use crate::disk::{Disk, Done, For, Job};
 use crate::log::Log;
 use crate::report::RateLimited;
 use crate::save::{CommitError, SaveDir};
 use crate::signals::{Request, Signals};
+use crate::sources::Source;
 use crate::{notify, output};
 
 const SIGNAL: Token = Token(usize::MAX);
@@ -42,8 +44,10 @@ const DISK: Token = Token(usize::MAX - 1);
 /// threads: commits that are about to finish, ERROR markers. A stop with
 /// the default grace must be over within 250 ms.
 const DISK_STOP_WAIT: Duration = Duration::from_millis(120);
-/// At most one report of refused clients per cause per this interval.
-const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Longest a rate deadline is computed for (a huge transfer at a tiny
+/// `min_rate` must not overflow an `Instant`).
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Listener `i` has token `LISTENER_BASE + i`; connections use their slot
 /// index, which stays far below.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -79,12 +83,12 @@ pub struct Server<'a> {
     conns: Vec<Option<Connection>>,
     free: Vec<usize>,
     active: usize,
-    /// (deadline, slot, connection number), earliest first; see
+    /// (deadline, slot, connection id), earliest first; see
     /// `Connection::queued` for how stale entries are recognised.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Connections whose read budget ran out with data possibly left.
     busy: Vec<usize>,
-    /// The connection (slot, number) to read with blocking reads before the
+    /// The connection (slot, id) to read with blocking reads before the
     /// next poll: the only one with events in the last round, and streaming.
     streaming: Option<(usize, u64)>,
     settings: Settings,
@@ -94,16 +98,20 @@ pub struct Server<'a> {
     signals: Signals,
     /// `--save-dir` mode: the threads that write each connection's bytes.
     disk: Option<Disk>,
-    /// The number of the last accepted connection; in saving mode it starts
+    /// The id of the last accepted socket.
+    ids: u64,
+    /// The number of the last admitted connection; in saving mode it starts
     /// at the largest `N.file` already saved.
     accepted: u64,
     served: u64,
     bytes: u64,
     accept_backoff: Option<Instant>,
     accept_reports: RateLimited,
-    /// Clients refused because the save file system is nearly full.
-    low_space_reports: RateLimited,
-    refused_low_space: u64,
+    /// Per-source counts and the refusal rules.
+    admission: Admission,
+    /// How many connections the file descriptor limit leaves room for;
+    /// `max_connections` beyond it would only fail later with EMFILE.
+    fd_room: usize,
     notify: bool,
     status_due: Option<Instant>,
     last_status: Option<Instant>,
@@ -160,13 +168,14 @@ impl<'a> Server<'a> {
             log,
             signals,
             disk,
+            ids: 0,
             accepted,
             served: 0,
             bytes: 0,
             accept_backoff: None,
             accept_reports: RateLimited::new(ACCEPT_REPORT_EVERY),
-            low_space_reports: RateLimited::new(REFUSAL_REPORT_EVERY),
-            refused_low_space: 0,
+            admission: Admission::default(),
+            fd_room: usize::MAX,
             notify: notify::enabled(),
             status_due: None,
             last_status: None,
@@ -197,6 +206,8 @@ impl<'a> Server<'a> {
                 .as_ref()
                 .map_or("defaults".to_string(), |p| p.display().to_string()),
         ));
+        self.fd_room = fd_room(self.listeners.len(), self.disk.is_some());
+        self.warn_fd_room(self.settings.max_connections);
         notify::ready(&self.status_line());
         let mut events = Events::with_capacity(1024);
         loop {
@@ -205,11 +216,11 @@ impl<'a> Server<'a> {
             // Still streaming after its stretch: read on if nothing else
             // turns up in the poll that follows it.
             let mut stretched = None;
-            if let Some((slot, number)) = self.streaming.take()
+            if let Some((slot, id)) = self.streaming.take()
                 && timeout != Some(Duration::ZERO)
             {
                 let until = now + timeout.map_or(STRETCH, |t| t.min(STRETCH));
-                stretched = self.stretch(slot, number, until).then_some(slot);
+                stretched = self.stretch(slot, id, until).then_some(slot);
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -264,7 +275,7 @@ impl<'a> Server<'a> {
             };
             self.streaming = alone
                 .filter(|_| self.disk.is_none())
-                .and_then(|slot| Some((slot, self.conns.get(slot)?.as_ref()?.number)));
+                .and_then(|slot| Some((slot, self.conns.get(slot)?.as_ref()?.id)));
             // No fresh event for these: read until the queue is known empty.
             for slot in std::mem::take(&mut self.busy) {
                 self.service(slot, true);
@@ -319,6 +330,10 @@ impl<'a> Server<'a> {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return 0;
         };
+        if conn.header.is_some() {
+            self.header(slot);
+            return 0;
+        }
         let before = conn.bytes;
         let progress = conn.drain(READ_BUDGET, peer_closed, self.settings.max_file_size);
         let moved = conn.bytes - before;
@@ -333,14 +348,14 @@ impl<'a> Server<'a> {
 
     /// Blocking reads on one streaming connection until `until`; true if it
     /// is still streaming.
-    fn stretch(&mut self, slot: usize, number: u64, until: Instant) -> bool {
+    fn stretch(&mut self, slot: usize, id: u64, until: Instant) -> bool {
         let idle = self.settings.idle_timeout;
-        // The number tells whether the slot still holds that connection.
+        // The id tells whether the slot still holds that connection.
         let Some(conn) = self
             .conns
             .get_mut(slot)
             .and_then(Option::as_mut)
-            .filter(|c| c.number == number)
+            .filter(|c| c.id == id)
         else {
             return false;
         };
@@ -401,6 +416,7 @@ impl<'a> Server<'a> {
         };
         let to = For {
             slot,
+            id: conn.id,
             number: conn.number,
         };
         if let (Some(save), Some(disk)) = (conn.save.as_mut(), self.disk.as_mut())
@@ -417,7 +433,7 @@ impl<'a> Server<'a> {
                 .conns
                 .get(to.slot)
                 .and_then(Option::as_ref)
-                .is_some_and(|c| c.number == to.number);
+                .is_some_and(|c| c.id == to.id);
             match done {
                 Done::Drained { part, .. } if !present => {
                     // The connection ended (timeout, reset, stop) while its
@@ -476,8 +492,7 @@ impl<'a> Server<'a> {
             && conn.deadline < conn.queued
         {
             conn.queued = conn.deadline;
-            self.timers
-                .push(Reverse((conn.deadline, slot, conn.number)));
+            self.timers.push(Reverse((conn.deadline, slot, conn.id)));
         }
     }
 
@@ -494,7 +509,7 @@ impl<'a> Server<'a> {
         // One accept per listener per round, so no listener starves another.
         while self.listeners.iter().any(|l| l.pending) {
             for i in 0..self.listeners.len() {
-                if self.active >= self.settings.max_connections {
+                if self.active >= self.settings.max_connections.min(self.fd_room) {
                     return;
                 }
                 if !self.listeners[i].pending {
@@ -544,8 +559,7 @@ impl<'a> Server<'a> {
 
     /// End a client before its greeting: a reset, an `ERROR` line, no
     /// connection number and no file.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, free: u64, now: Instant) {
-        self.refused_low_space += 1;
+    fn refuse(&mut self, stream: TcpStream, refusal: Refusal, now: Instant) {
         self.served += 1;
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         if let Err(e) = output::write_line("ERROR\n", self.signals.stopping()) {
@@ -554,48 +568,76 @@ impl<'a> Server<'a> {
             ));
         }
         drop(stream);
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        if let Some(held) = self.low_space_reports.due(now) {
-            let floor = self.settings.min_free_space;
-            self.log.err(&format!(
-                "refused {peer}: the save file system has {} free, below min_free_space {floor}{}",
-                crate::units::bytes(free),
-                if held > 0 {
-                    format!("; {held} more clients refused since the last report")
-                } else {
-                    String::new()
-                }
-            ));
-        } else {
-            self.log.debug(&format!(
-                "refused {peer}: the save file system is below min_free_space"
-            ));
-        }
+        self.log.log(refusal.level, &refusal.message);
         self.schedule_status(now);
     }
 
+    /// A client was accepted: admit it and greet it, or, with
+    /// `proxy_protocol`, wait for its header first.
     fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
         // The idle clock starts at this accept, not when the round began
         // (stdout writes earlier in the round may have blocked).
         let now = Instant::now();
-        if let Some(free) = self.disk.as_ref().and_then(|d| d.dir().low_space()) {
-            return self.refuse(stream, peer, free, now);
-        }
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let admitted = if self.settings.proxy_protocol {
+            None
+        } else {
+            match self.admit(peer, now) {
+                Ok(admitted) => Some(admitted),
+                Err(refusal) => return self.refuse(stream, refusal, now),
+            }
+        };
         // Urgent bytes are ordinary bytes: counted and saved in order.
         let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
-        let Some(number) = self.accepted.checked_add(1) else {
-            self.log.err("connection numbers are used up (the save directory holds the largest one); refusing clients until a restart");
-            return self.refuse(stream, peer, 0, now);
-        };
-        self.accepted = number;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        let mut conn =
-            Connection::new(stream, self.accepted, peer, now, self.settings.idle_timeout);
+        self.ids += 1;
+        let mut conn = Connection::new(stream, self.ids, peer, now, self.settings.idle_timeout);
         self.active += 1;
-        let started = match self.disk.as_ref().map(|d| d.dir().pipe()) {
+        let registered =
+            self.poll
+                .registry()
+                .register(conn.stream(), Token(slot), Interest::READABLE);
+        self.timers.push(Reverse((conn.deadline, slot, conn.id)));
+        if admitted.is_none() {
+            conn.header = Some(Header::Waiting);
+        }
+        self.conns[slot] = Some(conn);
+        if let Err(e) = registered {
+            return self.finish(slot, Outcome::Failed(e));
+        }
+        if let Some((source, number)) = admitted {
+            self.start(slot, source, number);
+        }
+    }
+
+    /// The admission rules for a client (the peer, or the address its
+    /// PROXY header carries): its source and connection number.
+    fn admit(&mut self, client: SocketAddr, now: Instant) -> Result<(Source, u64), Refusal> {
+        let low_space = self.disk.as_ref().and_then(|d| d.dir().low_space());
+        let source = self
+            .admission
+            .admit(client, &self.settings, low_space, now)?;
+        let Some(number) = self.accepted.checked_add(1) else {
+            self.admission.release(source);
+            return Err(self.admission.no_numbers(client));
+        };
+        self.accepted = number;
+        Ok((source, number))
+    }
+
+    /// An admitted connection gets its number, its way to the disk when
+    /// saving, and the greeting.
+    fn start(&mut self, slot: usize, source: Source, number: u64) {
+        let pipe = self.disk.as_ref().map(|d| d.dir().pipe());
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.number = number;
+        conn.source = Some(source);
+        let started = match pipe {
             Some(Ok((pipe, part))) => {
                 conn.save = Some(Saving::new(pipe, part));
                 Ok(())
@@ -603,53 +645,124 @@ impl<'a> Server<'a> {
             Some(Err(e)) => Err(Outcome::SaveFailed(e)),
             None => Ok(()),
         };
-        let started = started
-            .and_then(|()| {
-                conn.greet().map_err(|e| match e.kind() {
-                    // The client reset (or closed) before its greeting.
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Outcome::Reset,
-                    _ => Outcome::GreetingFailed(e),
-                })
+        let started = started.and_then(|()| {
+            conn.greet().map_err(|e| match e.kind() {
+                // The client reset (or closed) before its greeting.
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Outcome::Reset,
+                _ => Outcome::GreetingFailed(e),
             })
-            .and_then(|()| {
-                self.poll
-                    .registry()
-                    .register(conn.stream(), Token(slot), Interest::READABLE)
-                    .map_err(Outcome::Failed)
-            });
-        self.timers
-            .push(Reverse((conn.deadline, slot, conn.number)));
-        self.conns[slot] = Some(conn);
+        });
         if let Err(outcome) = started {
             self.finish(slot, outcome);
         }
     }
 
+    /// Read on in a PROXY header; once it is complete, the client it names
+    /// is admitted (or refused) like any other.
+    fn header(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let peer = conn.peer;
+        match conn.read_header() {
+            HeaderProgress::Wait => {}
+            HeaderProgress::Bad(why) => {
+                let refusal = self.admission.bad_proxy(peer, &why);
+                self.end_refused(slot, refusal);
+            }
+            HeaderProgress::Done(client) => match self.admit(client, Instant::now()) {
+                Ok((source, number)) => {
+                    self.start(slot, source, number);
+                    // Payload that came with the header raises no new event.
+                    self.busy.push(slot);
+                }
+                Err(refusal) => self.end_refused(slot, refusal),
+            },
+        }
+    }
+
+    /// A connection refused after its accept (with `proxy_protocol`): the
+    /// same ending as [`Server::refuse`], for a connection in a slot.
+    fn end_refused(&mut self, slot: usize, refusal: Refusal) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        self.active -= 1;
+        self.refuse(conn.into_stream(), refusal, Instant::now());
+    }
+
     /// Pop due timers; a connection whose deadline moved gets a new entry.
+    ///
+    /// Two rules end a connection: no byte for `idle_timeout` (its
+    /// `deadline`, moved by every read), and with `min_rate`, Apache's
+    /// `MinRate`: open longer than `idle_timeout + bytes / min_rate`. Both
+    /// deadlines only ever move later, so an entry may fall due early and
+    /// is then pushed again: the rate costs nothing per byte, only a
+    /// division when an entry falls due.
     fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((when, slot, number))) = self.timers.peek() {
+        let idle = self.settings.idle_timeout;
+        let min_rate = self.settings.min_rate;
+        while let Some(&Reverse((when, slot, id))) = self.timers.peek() {
             if when > now {
                 break;
             }
             self.timers.pop();
-            let idle = self.settings.idle_timeout;
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if conn.number != number || conn.queued != when {
+            if conn.id != id || conn.queued != when {
+                continue;
+            }
+            if conn.header.is_some() {
+                if conn.deadline <= now {
+                    let refusal = self
+                        .admission
+                        .bad_proxy(conn.peer, "not complete within idle_timeout");
+                    self.end_refused(slot, refusal);
+                } else {
+                    conn.queued = conn.deadline;
+                    self.timers.push(Reverse((conn.deadline, slot, id)));
+                }
                 continue;
             }
             // A client that closed in order is done; the wait is the disk's.
             if conn.save.as_ref().is_some_and(|s| s.eof) {
                 conn.deadline = now + idle;
             }
+            let rate_deadline = (min_rate > 0).then(|| {
+                let bought = Duration::from_secs_f64(conn.bytes as f64 / min_rate as f64);
+                conn.accepted + idle + bought.min(YEAR)
+            });
             if conn.deadline <= now {
                 self.finish(slot, Outcome::TimedOut(idle));
+            } else if rate_deadline.is_some_and(|t| t <= now) {
+                self.finish(slot, Outcome::TooSlow(min_rate));
             } else {
-                conn.queued = conn.deadline;
-                self.timers.push(Reverse((conn.deadline, slot, number)));
+                let next = rate_deadline.map_or(conn.deadline, |t| t.min(conn.deadline));
+                conn.queued = next;
+                self.timers.push(Reverse((next, slot, id)));
             }
         }
+        self.compact_timers();
+    }
+
+    /// A finished connection's entry stays in the heap until it falls due,
+    /// which with a long `idle_timeout` would make memory grow with the
+    /// connections served, not the ones open. Rebuild the heap from the
+    /// live entries once stale ones outnumber them: O(1) amortised.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 64 + 2 * self.active {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|Reverse((when, slot, id))| {
+            conns
+                .get(*slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == *id && c.queued == *when)
+        });
+        self.timers.shrink_to(64 + 2 * self.active);
     }
 
     /// Write the connection's line, log it, close the socket. A saving
@@ -669,10 +782,14 @@ impl<'a> Server<'a> {
             disk.submit(
                 For {
                     slot,
+                    id: conn.id,
                     number: conn.number,
                 },
                 Job::Fail { part },
             );
+        }
+        if let Some(source) = conn.source.take() {
+            self.admission.release(source);
         }
         self.free.push(slot);
         self.active -= 1;
@@ -745,6 +862,7 @@ impl<'a> Server<'a> {
             let outcome = match &conn.save {
                 Some(save) if save.committing => continue,
                 Some(_) => Outcome::Stopped,
+                None if conn.header.is_some() => Outcome::Stopped,
                 None => match conn.drain(READ_BUDGET, true, max) {
                     Progress::Eof => Outcome::Counted,
                     _ => Outcome::Stopped,
@@ -786,6 +904,7 @@ impl<'a> Server<'a> {
                     ));
                 }
                 let more_room = new.max_connections > self.settings.max_connections;
+                self.warn_fd_room(new.max_connections);
                 let s = &mut self.settings;
                 s.idle_timeout = new.idle_timeout;
                 s.max_connections = new.max_connections;
@@ -793,6 +912,9 @@ impl<'a> Server<'a> {
                 s.fsync = new.fsync;
                 s.max_file_size = new.max_file_size;
                 s.min_free_space = new.min_free_space;
+                s.max_per_source = new.max_per_source;
+                s.source_prefix_v6 = new.source_prefix_v6;
+                s.min_rate = new.min_rate;
                 if let Some(disk) = &self.disk {
                     // The space monitor applies it within half a second.
                     disk.dir().set_floor(new.min_free_space);
@@ -819,6 +941,15 @@ impl<'a> Server<'a> {
         notify::ready(&self.status_line());
     }
 
+    fn warn_fd_room(&self, max_connections: usize) {
+        if max_connections > self.fd_room {
+            self.log.warning(&format!(
+                "max_connections = {max_connections} does not fit the open file limit (RLIMIT_NOFILE, LimitNOFILE= under systemd): serving at most {} connections at once; raise the limit or lower max_connections",
+                self.fd_room
+            ));
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
         if self.status_due.is_some_and(|due| now >= due) {
             self.status_due = None;
@@ -839,6 +970,40 @@ impl<'a> Server<'a> {
             self.served, self.active, self.bytes
         )
     }
+}
+
+/// Raise the soft open-file limit to the hard one, and return how many
+/// connections fit: each needs its socket, and when saving a pipe and its
+/// file (three more); the reserve is for stdio, epoll, the signal pipe,
+/// the notify and log sockets, the save directory and a config file read
+/// at a reload.
+fn fd_room(listeners: usize, saving: bool) -> usize {
+    const RESERVE: u64 = 16;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return usize::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    let per = if saving { 4 } else { 1 };
+    let room = lim.rlim_cur.saturating_sub(RESERVE + listeners as u64) / per;
+    usize::try_from(room).unwrap_or(usize::MAX).max(1)
 }
 
 fn listener_token(i: usize) -> Token {

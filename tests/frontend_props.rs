@@ -458,7 +458,7 @@ proptest! {
         prop_assert_eq!(s.port, m.port);
         prop_assert_eq!(s.bind.to_string(), m.bind.clone().map_or("0.0.0.0".to_string(), |b| b.parse::<std::net::IpAddr>().unwrap().to_string()));
         prop_assert_eq!(s.idle_timeout, ms(m.idle_timeout).unwrap_or(Duration::from_secs(10)));
-        prop_assert_eq!(s.max_connections, m.max_connections.unwrap_or(64));
+        prop_assert_eq!(s.max_connections, m.max_connections.unwrap_or(1024));
         prop_assert_eq!(s.shutdown_grace, ms(m.shutdown_grace).unwrap_or(Duration::ZERO));
         prop_assert_eq!(s.backlog, m.backlog.unwrap_or(128));
         prop_assert_eq!(s.log_target.to_string(), m.target.unwrap_or("auto"));

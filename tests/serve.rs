@@ -201,7 +201,9 @@ fn slow_and_silent_clients_do_not_delay_others() {
 
 #[test]
 fn at_most_64_at_once_the_rest_wait_in_the_backlog() {
-    let server = Spawn::new().start();
+    let server = Spawn::new()
+        .config("max_connections = 64\nmax_per_source = 0\n")
+        .start();
     let mut open: Vec<TcpStream> = (0..64).map(|_| server.connect()).collect();
     let mut waiting = TcpStream::connect(server.addr()).expect("connect 65th");
     waiting
@@ -244,7 +246,7 @@ fn max_connections_1_is_strictly_sequential() {
 
 #[test]
 fn many_concurrent_transfers_are_all_counted() {
-    let server = Spawn::new().start();
+    let server = Spawn::new().config("max_per_source = 0\n").start();
     let addr = server.addr();
     let handles: Vec<_> = (0..40)
         .map(|i| {
@@ -287,7 +289,7 @@ fn counts_beyond_4_gib() {
 
 #[test]
 fn idle_server_and_idle_connections_use_no_cpu() {
-    let server = Spawn::new().start();
+    let server = Spawn::new().config("max_per_source = 0\n").start();
     let before = server.cpu_ticks();
     thread::sleep(Duration::from_secs(2));
     let idle = server.cpu_ticks() - before;
@@ -309,11 +311,11 @@ fn out_of_file_descriptors_is_reported_once_retried_and_does_not_spin() {
         eprintln!("skipped: prlimit not installed");
         return;
     }
-    // 16 fds: stdio, the epoll fd, the signal pipe, the listener and the
-    // notify socket leave room for fewer than 10 connections.
-    let server = Spawn::new()
-        .wrap(&["prlimit", "--nofile=16:16", "--"])
-        .start();
+    // The limit lowered under a running server (at start it would size
+    // max_connections to fit): 16 fds leave room for fewer than 10
+    // connections, and accept fails with EMFILE.
+    let server = Spawn::new().config("max_per_source = 0\n").start();
+    lower_nofile(server.pid(), 16);
     let mut clients: Vec<TcpStream> = (0..30)
         .map(|_| {
             let s = TcpStream::connect(server.addr()).expect("connect");

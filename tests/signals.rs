@@ -62,7 +62,9 @@ fn stops_within_250ms_during_a_transfer() {
 
 #[test]
 fn stops_within_250ms_with_64_open_and_more_waiting() {
-    let server = Spawn::new().start();
+    let server = Spawn::new()
+        .config("max_connections = 64\nmax_per_source = 0\n")
+        .start();
     let open: Vec<TcpStream> = (0..64).map(|_| server.connect()).collect();
     let waiting: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(server.addr()).expect("connect"))

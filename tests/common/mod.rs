@@ -523,6 +523,57 @@ pub fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Raise this process's soft open-file limit to the hard one; returns it.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// Lower a running process's open-file limit (soft and hard) with prlimit.
+pub fn lower_nofile(pid: i32, n: u32) {
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={n}:{n}")])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid failed");
+}
+
+/// A TCP connection from `local` (any 127.x.y.z is a local source).
+pub fn connect_from(local: std::net::IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let domain = if local.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    sock.connect_timeout(&server.into(), WAIT)?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(WAIT))?;
+    Ok(s)
+}
+
+/// Read the greeting; false if the server ended the connection instead.
+pub fn greeted(s: &mut TcpStream) -> bool {
+    let mut g = [0u8; 7];
+    match s.read_exact(&mut g) {
+        Ok(()) => {
+            assert_eq!(&g, GREETING);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Deterministic bytes that differ at every offset, so a misplaced chunk shows.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
