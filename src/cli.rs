@@ -58,6 +58,22 @@ pub const MANUAL: &[Section] = &[
         )],
     },
     Section {
+        title: "LIMITS",
+        items: &[(
+            "",
+            "Up to max_connections (default 1024) clients are served at once; more wait in the \
+             listen backlog. The soft open-file limit is raised to the hard one at start; what \
+             still does not fit is a warning, and the server serves as many as fit. A source \
+             (an IPv4 address, or an IPv6 /64, see source_prefix_v6) may hold max_per_source \
+             (default 16) connections; one more is reset at once with an ERROR line, no \
+             greeting and no number. With min_rate, a connection open longer than idle_timeout \
+             + bytes / min_rate ends with ERROR. With proxy_protocol, every connection must \
+             start with a PROXY v1 or v2 header (HAProxy, nginx, AWS NLB); the greeting \
+             follows it, the header is not counted, and logs and limits use the address it \
+             carries.",
+        )],
+    },
+    Section {
         title: "SAVING",
         items: &[(
             "",
@@ -86,9 +102,10 @@ pub const MANUAL: &[Section] = &[
             ),
             (
                 "SIGHUP",
-                "Reload the --config file: idle_timeout, max_connections, shutdown_grace, fsync, \
-                 max_file_size, min_free_space and [log] apply at once; port, bind, backlog and \
-                 save_dir need a restart. An invalid file is logged and changes nothing.",
+                "Reload the --config file: idle_timeout, max_connections, max_per_source, \
+                 source_prefix_v6, min_rate, shutdown_grace, fsync, max_file_size, min_free_space \
+                 and [log] apply at once; port, bind, backlog, save_dir and proxy_protocol need a \
+                 restart. An invalid file is logged and changes nothing.",
             ),
         ],
     },
@@ -106,8 +123,9 @@ pub const MANUAL: &[Section] = &[
         items: &[(
             "/etc/accio-server/server.toml",
             "The packaged configuration (TOML; every key optional): port, bind, idle_timeout, \
-             max_connections, shutdown_grace, backlog, save_dir, fsync, max_file_size, \
-             min_free_space, [log] target and level.",
+             max_connections, max_per_source, source_prefix_v6, min_rate, shutdown_grace, \
+             backlog, proxy_protocol, save_dir, fsync, max_file_size, min_free_space, [log] \
+             target and level.",
         )],
     },
     Section {
