@@ -31,6 +31,8 @@ pub struct Refusals {
 pub struct Refusal {
     pub level: Level,
     pub message: String,
+    /// A short reason for the JSON line.
+    pub reason: &'static str,
 }
 
 pub struct Admission {
@@ -67,6 +69,7 @@ impl Admission {
             self.refused.low_space += 1;
             return Err(match self.low_space_reports.due(now) {
                 Some(held) => Refusal {
+                    reason: LOW_SPACE,
                     level: Level::Err,
                     message: format!(
                         "refused {client}: the save file system has {} free, below min_free_space {}{}",
@@ -75,7 +78,11 @@ impl Admission {
                         more(held, "clients refused")
                     ),
                 },
-                None => quiet(client, "the save file system is below min_free_space"),
+                None => quiet(
+                    client,
+                    "the save file system is below min_free_space",
+                    LOW_SPACE,
+                ),
             });
         }
         let source = Source::of(client.ip(), settings.source_prefix_v6);
@@ -85,6 +92,7 @@ impl Admission {
                 self.refused.per_source += 1;
                 Err(match refused {
                     Refused::Report(held) => Refusal {
+                        reason: PER_SOURCE,
                         level: Level::Warning,
                         message: format!(
                             "refused {client}: source {source} already has max_per_source = {} connections open{}",
@@ -92,7 +100,7 @@ impl Admission {
                             more(held, "connections from it refused")
                         ),
                     },
-                    Refused::Quiet => quiet(client, "its source is at max_per_source"),
+                    Refused::Quiet => quiet(client, "its source is at max_per_source", PER_SOURCE),
                 })
             }
         }
@@ -102,6 +110,7 @@ impl Admission {
     pub fn bad_proxy(&mut self, peer: SocketAddr, why: &str) -> Refusal {
         self.refused.proxy += 1;
         Refusal {
+            reason: "bad PROXY header",
             level: Level::Warning,
             message: format!("refused {peer}: no valid PROXY protocol header ({why})"),
         }
@@ -111,6 +120,7 @@ impl Admission {
     pub fn no_numbers(&mut self, peer: SocketAddr) -> Refusal {
         self.refused.numbers += 1;
         Refusal {
+            reason: "connection numbers used up",
             level: Level::Err,
             message: format!(
                 "refused {peer}: connection numbers are used up (the save directory holds the largest one); restart with another directory"
@@ -123,8 +133,12 @@ impl Admission {
     }
 }
 
-fn quiet(client: SocketAddr, why: &str) -> Refusal {
+const LOW_SPACE: &str = "below min_free_space";
+const PER_SOURCE: &str = "max_per_source";
+
+fn quiet(client: SocketAddr, why: &str, reason: &'static str) -> Refusal {
     Refusal {
+        reason,
         level: Level::Debug,
         message: format!("refused {client}: {why}"),
     }

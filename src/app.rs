@@ -49,7 +49,13 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
         let listen = if inherited.is_empty() {
             format!("{}:{}", settings.bind, port.unwrap_or_default())
         } else {
-            format!("{} inherited sockets", inherited.len())
+            // The same checks a start makes: each must be a listening
+            // TCP socket.
+            let addrs = inherited
+                .into_iter()
+                .map(|fd| listener::adopt(fd).map(|(_, a)| a.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            format!("the inherited sockets {}", addrs.join(", "))
         };
         let source = settings
             .source

@@ -1,7 +1,7 @@
 //! The command line: `server [OPTIONS] [PORT]`.
 //!
 //! Parsing is strict on purpose. `u16::from_str` accepts `+5000` and `0`,
-//! which SPEC.md rejects, so PORT has its own parser. clap renders help and
+//! which are not ports, so PORT has its own parser. clap renders help and
 //! reports unknown options, but its own error exit (status 2, `error:`) is
 //! replaced by the contract's `ERROR:` line and status 64.
 
@@ -23,6 +23,10 @@ pub struct Args {
     pub check_config: bool,
     /// Overrides `save_dir` from the configuration file.
     pub save_dir: Option<PathBuf>,
+    /// Overrides `bind` from the configuration file.
+    pub bind: Option<std::net::IpAddr>,
+    /// Overrides `output` from the configuration file.
+    pub output: Option<crate::output::Format>,
 }
 
 /// The outcome of parsing: run the server, or print text (help, version).
@@ -255,6 +259,20 @@ pub fn command() -> Command {
                 .value_parser(value_parser!(PathBuf)),
         )
         .arg(
+            Arg::new("bind")
+                .long("bind")
+                .value_name("ADDR")
+                .help("Listen on this IPv4 or IPv6 address instead of `bind` (\"::\" is dual-stack)")
+                .value_parser(|s: &str| crate::config::parse_ip(s)),
+        )
+        .arg(
+            Arg::new("output")
+                .long("output")
+                .value_name("FORMAT")
+                .help("Each connection's stdout line: plain (the count or ERROR) or json")
+                .value_parser(|s: &str| crate::output::Format::parse(s)),
+        )
+        .arg(
             Arg::new("check-config")
                 .long("check-config")
                 .action(ArgAction::SetTrue)
@@ -280,11 +298,25 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    match cmd.try_get_matches_from(argv) {
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    match cmd.try_get_matches_from(&argv) {
         Ok(m) => Ok(Matched::Args(m)),
         Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                Ok(Matched::Print(e.to_string()))
+            clap::error::ErrorKind::DisplayHelp => Ok(Matched::Print(e.to_string())),
+            // As the program was invoked: accio-server once installed.
+            clap::error::ErrorKind::DisplayVersion => {
+                let name = argv
+                    .first()
+                    .and_then(|a| std::path::Path::new(a).file_name())
+                    .map_or(
+                        usage.split_whitespace().next().unwrap_or_default().into(),
+                        |n| n.to_string_lossy(),
+                    );
+                Ok(Matched::Print(format!(
+                    "{} {}\n",
+                    crate::log::clean(&name, 100),
+                    env!("CARGO_PKG_VERSION")
+                )))
             }
             _ => Err(usage_message(&e.to_string(), usage)),
         },
@@ -306,6 +338,8 @@ where
         config: matches.get_one::<PathBuf>("config").cloned(),
         check_config: matches.get_flag("check-config"),
         save_dir: matches.get_one::<PathBuf>("save-dir").cloned(),
+        bind: matches.get_one::<std::net::IpAddr>("bind").copied(),
+        output: matches.get_one::<crate::output::Format>("output").copied(),
     }))
 }
 
@@ -315,11 +349,22 @@ pub fn usage_hint(usage: &str) -> String {
     format!("Usage: {usage}; try '{program} --help'")
 }
 
-/// Turn clap's multi-line `error: ...` report into the contract's one
-/// `ERROR:` line plus a hint.
+/// Turn clap's multi-line `error: ...` report into one `ERROR:` line plus
+/// a hint: the lines up to the first blank one are one sentence (the
+/// missing arguments are listed on the lines after the first).
 fn usage_message(clap_text: &str, usage: &str) -> String {
-    let first = clap_text.lines().next().unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first: Vec<&str> = clap_text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = if first.is_empty() {
+        "invalid command line".to_string()
+    } else {
+        first.join(" ")
+    };
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    let first = crate::log::clean(first, 600);
     let tip = clap_text
         .lines()
         .map(str::trim)
@@ -332,7 +377,12 @@ fn usage_message(clap_text: &str, usage: &str) -> String {
 /// PORT as SPEC.md defines it: ASCII digits only (leading zeros allowed),
 /// value 1 to 65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
-    let bad = || format!("PORT must be a number from 1 to 65535 written in digits, not '{s}'");
+    let bad = || {
+        format!(
+            "PORT must be a number from 1 to 65535 written in digits, not {}",
+            crate::log::quote(s)
+        )
+    };
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }

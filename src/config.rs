@@ -16,7 +16,8 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::cli::Args;
 use crate::error::Error;
-use crate::log::{Level, Target, quote};
+use crate::log::{Level, Target, clean, quote};
+use crate::output::Format;
 
 /// The effective configuration: defaults, overlaid by the file, overlaid by
 /// the command line.
@@ -50,6 +51,8 @@ pub struct Settings {
     pub min_rate: u64,
     /// Every connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// What each stdout line looks like.
+    pub output: Format,
     pub log_target: Target,
     pub log_level: Level,
     /// Where these settings came from, for the start line.
@@ -73,6 +76,7 @@ impl Default for Settings {
             source_prefix_v6: 64,
             min_rate: 0,
             proxy_protocol: false,
+            output: Format::Plain,
             log_target: Target::Auto,
             log_level: Level::Info,
             source: None,
@@ -93,6 +97,12 @@ impl Settings {
         }
         if args.save_dir.is_some() {
             settings.save_dir = args.save_dir.clone();
+        }
+        if let Some(bind) = args.bind {
+            settings.bind = bind;
+        }
+        if let Some(output) = args.output {
+            settings.output = output;
         }
         Ok(settings)
     }
@@ -156,6 +166,36 @@ impl Settings {
             "fsync",
             self.fsync.to_string(),
             new.fsync.to_string(),
+        );
+        note(
+            &mut live,
+            "max_per_source",
+            self.max_per_source.to_string(),
+            new.max_per_source.to_string(),
+        );
+        note(
+            &mut live,
+            "source_prefix_v6",
+            self.source_prefix_v6.to_string(),
+            new.source_prefix_v6.to_string(),
+        );
+        note(
+            &mut live,
+            "min_rate",
+            self.min_rate.to_string(),
+            new.min_rate.to_string(),
+        );
+        note(
+            &mut restart,
+            "proxy_protocol",
+            self.proxy_protocol.to_string(),
+            new.proxy_protocol.to_string(),
+        );
+        note(
+            &mut restart,
+            "output",
+            self.output.to_string(),
+            new.output.to_string(),
         );
         note(
             &mut restart,
@@ -256,15 +296,29 @@ fn describe_io(e: &std::io::Error) -> String {
 /// Parse configuration text; `path` is only used in messages.
 pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
     let file: FileConfig = toml::from_str(text).map_err(|e| {
-        let mut msg = format!("invalid configuration file {}", path.display());
-        if let Some(span) = e.span() {
-            let (line, col) = line_col(text, span.start);
-            if let Some(key) = key_at(text, span.start) {
-                msg.push_str(&format!(": key `{key}`"));
-            }
-            msg.push_str(&format!(" at line {line}, column {col}"));
+        let mut msg = format!(
+            "invalid configuration file {}",
+            quote(&path.display().to_string())
+        );
+        // Every error names a position; toml gives none for a few (such
+        // as nesting too deep), then the start of the file is the best.
+        let start = e.span().map_or(0, |span| span.start);
+        let (line, col) = line_col(text, start);
+        let key = match e.span() {
+            Some(_) => key_at(text, start),
+            None => first_key(text),
+        };
+        if let Some(key) = key {
+            msg.push_str(&format!(": key `{}`", clean(&key, 60)));
         }
-        msg.push_str(&format!(": {}", e.message().trim_end()));
+        msg.push_str(&format!(" at line {line}, column {col}"));
+        let what = e.message().trim_end();
+        let what = if what.contains("recursion limit") {
+            "keys or tables are nested too deeply"
+        } else {
+            what
+        };
+        msg.push_str(&format!(": {}", clean(what, 600)));
         Error::Config(msg)
     })?;
     let mut s = Settings {
@@ -313,6 +367,9 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
     if let Some(p) = file.proxy_protocol {
         s.proxy_protocol = p;
     }
+    if let Some(OutputFormat(f)) = file.output {
+        s.output = f;
+    }
     if let Some(log) = file.log {
         if let Some(t) = log.target {
             s.log_target = t;
@@ -322,6 +379,16 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
         }
     }
     Ok(s)
+}
+
+/// The first key written in the file, for an error toml cannot place.
+fn first_key(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let key = line.split('=').next()?.trim();
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -379,6 +446,7 @@ struct FileConfig {
     source_prefix_v6: Option<Prefix>,
     min_rate: Option<Count64>,
     proxy_protocol: Option<bool>,
+    output: Option<OutputFormat>,
     log: Option<LogSection>,
 }
 
@@ -398,6 +466,18 @@ struct Backlog(u16);
 struct SaveDirPath(PathBuf);
 struct Size(u64);
 struct Count(u32);
+struct OutputFormat(Format);
+
+impl<'de> Deserialize<'de> for OutputFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Value::deserialize(d)?
+            .text("must be \"plain\" or \"json\"")
+            .map_err(de::Error::custom)?;
+        Format::parse(&s)
+            .map(OutputFormat)
+            .map_err(de::Error::custom)
+    }
+}
 struct Count64(u64);
 struct Prefix(u8);
 
@@ -435,15 +515,6 @@ impl fmt::Display for FreeSpace {
     }
 }
 
-/// A size as the file writes it: an integer (bytes), or a string of digits
-/// with an optional binary unit.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSize {
-    Int(i64),
-    Text(String),
-}
-
 const SIZE_HINT: &str = "write bytes as a number, or a string with a unit: \"0\", \"512KiB\", \"100MiB\", \"2GiB\", \"1TiB\"";
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -468,13 +539,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match RawSize::deserialize(d)
-            .map_err(|_| de::Error::custom(format!("a size is expected ({SIZE_HINT})")))?
-        {
-            RawSize::Int(n) => u64::try_from(n)
+        match Value::deserialize(d)? {
+            Value::Int(n) => u64::try_from(n)
                 .map(Size)
                 .map_err(|_| de::Error::custom(format!("{n} is negative ({SIZE_HINT})"))),
-            RawSize::Text(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
+            Value::Text(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "must be a size ({SIZE_HINT}), not {}",
+                other.describe()
+            ))),
         }
     }
 }
@@ -482,13 +555,15 @@ impl<'de> Deserialize<'de> for Size {
 impl<'de> Deserialize<'de> for FreeSpace {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let hint = "or a percentage of the file system, \"5%\" (0% to 99%)";
-        match RawSize::deserialize(d)
-            .map_err(|_| de::Error::custom(format!("a size is expected ({SIZE_HINT}), {hint}")))?
-        {
-            RawSize::Int(n) => u64::try_from(n)
+        match Value::deserialize(d)? {
+            Value::Int(n) => u64::try_from(n)
                 .map(FreeSpace::Bytes)
                 .map_err(|_| de::Error::custom(format!("{n} is negative ({SIZE_HINT})"))),
-            RawSize::Text(s) => match s.strip_suffix('%') {
+            other @ (Value::Bool(_) | Value::Float(_)) => Err(de::Error::custom(format!(
+                "must be a size ({SIZE_HINT}), {hint}, not {}",
+                other.describe()
+            ))),
+            Value::Text(s) => match s.strip_suffix('%') {
                 Some(p) if (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
                     p.parse().map(FreeSpace::Percent).map_err(de::Error::custom)
                 }
@@ -506,7 +581,9 @@ impl<'de> Deserialize<'de> for FreeSpace {
 
 impl<'de> Deserialize<'de> for SaveDirPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = Value::deserialize(d)?
+            .text("must be a directory path in quotes")
+            .map_err(de::Error::custom)?;
         if s.is_empty() || s.contains('\0') {
             return Err(de::Error::custom(
                 "save_dir must be a non-empty directory path",
@@ -516,47 +593,132 @@ impl<'de> Deserialize<'de> for SaveDirPath {
     }
 }
 
-fn int_in<'de, D: Deserializer<'de>>(d: D, lo: i64, hi: i64, what: &str) -> Result<i64, D::Error> {
-    let n = i64::deserialize(d)?;
-    if (lo..=hi).contains(&n) {
-        Ok(n)
-    } else {
-        Err(de::Error::custom(format!("{n} is out of range: {what}")))
+/// Any single TOML value, so that each key can say in a user's words what
+/// it expected and what it got, instead of serde's "expected i64".
+enum Value {
+    Int(i64),
+    Text(String),
+    Bool(bool),
+    Float(f64),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a single value (a number, a string or true/false)")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+                Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
     }
+}
+
+impl Value {
+    /// What the file holds, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Value::Int(n) => format!("the number {n}"),
+            Value::Text(s) => format!("the string {}", quote(s)),
+            Value::Bool(b) => format!("{b}"),
+            Value::Float(x) => format!("the number {x}"),
+        }
+    }
+
+    /// A whole number in `lo..=hi`; `what` says what the key is.
+    fn int_in(self, lo: i64, hi: i64, what: &str) -> Result<i64, String> {
+        match self {
+            Value::Int(n) if (lo..=hi).contains(&n) => Ok(n),
+            Value::Int(n) => Err(format!("{n} is out of range: {what}")),
+            Value::Text(s) if s.parse::<i64>().is_ok() => Err(format!(
+                "must be {what}, written without quotes (not the string {})",
+                quote(&s)
+            )),
+            other => Err(format!("must be {what}, not {}", other.describe())),
+        }
+    }
+
+    /// A string; `hint` says what to write instead of anything else.
+    fn text(self, hint: &str) -> Result<String, String> {
+        match self {
+            Value::Text(s) => Ok(s),
+            other => Err(format!("{hint}, not {}", other.describe())),
+        }
+    }
+}
+
+fn int_in<'de, D: Deserializer<'de>>(d: D, lo: i64, hi: i64, what: &str) -> Result<i64, D::Error> {
+    Value::deserialize(d)?
+        .int_in(lo, hi, what)
+        .map_err(de::Error::custom)
 }
 
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        int_in(d, 1, 65535, "a port is 1 to 65535").map(|n| Port(n as u16))
+        int_in(d, 1, 65535, "a port number from 1 to 65535").map(|n| Port(n as u16))
     }
 }
 
 impl<'de> Deserialize<'de> for Backlog {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        int_in(d, 1, 65535, "the backlog is 1 to 65535").map(|n| Backlog(n as u16))
+        int_in(d, 1, 65535, "a number from 1 to 65535").map(|n| Backlog(n as u16))
     }
 }
 
 impl<'de> Deserialize<'de> for AtLeastOne {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        int_in(d, 1, 1_000_000, "max_connections is 1 to 1000000").map(|n| AtLeastOne(n as usize))
+        int_in(d, 1, 1_000_000, "a number from 1 to 1000000").map(|n| AtLeastOne(n as usize))
     }
 }
 
 impl<'de> Deserialize<'de> for Ip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(Ip).map_err(|_| {
-            de::Error::custom(format!(
-                "\"{s}\" is not an IP address (write an IPv4 or IPv6 literal such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"; host names are not accepted)"
-            ))
-        })
+        let hint = "write an IPv4 or IPv6 literal such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"; host names are not accepted";
+        let s = Value::deserialize(d)?
+            .text(&format!("must be an IP address in quotes ({hint})"))
+            .map_err(de::Error::custom)?;
+        parse_ip(&s).map(Ip).map_err(de::Error::custom)
     }
+}
+
+/// An IPv4 or IPv6 literal (the `bind` key and `--bind`).
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{} is not an IP address (write an IPv4 or IPv6 literal such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"; host names are not accepted)",
+            quote(s)
+        )
+    })
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = match Value::deserialize(d)? {
+            Value::Int(n) => {
+                return Err(de::Error::custom(format!(
+                    "durations need a unit, e.g. \"{n}s\" or \"{n}ms\", not the bare number {n}"
+                )));
+            }
+            other => other
+                .text("must be a duration in quotes, e.g. \"10s\"")
+                .map_err(de::Error::custom)?,
+        };
         parse_duration(&s).map(Dur).map_err(de::Error::custom)
     }
 }
@@ -577,7 +739,8 @@ impl<'de> Deserialize<'de> for Positive {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "\"{s}\" is not a duration (write a whole number with a unit: \"500ms\", \"10s\", \"2m\", \"1h\")"
+            "{} is not a duration (write a whole number with a unit: \"500ms\", \"10s\", \"2m\", \"1h\")",
+            quote(s)
         )
     };
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
@@ -596,18 +759,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(ms_per)
         .filter(|&ms| ms <= 365 * 24 * 3_600_000)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("\"{s}\" is too long (at most a year)"))
+        .ok_or_else(|| format!("{} is too long (at most a year)", quote(s)))
 }
 
 impl<'de> Deserialize<'de> for Target {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let hint = "use \"auto\", \"syslog\" or \"stderr\"";
+        let s = Value::deserialize(d)?
+            .text(&format!("must be a log target in quotes ({hint})"))
+            .map_err(de::Error::custom)?;
         match s.as_str() {
             "auto" => Ok(Target::Auto),
             "syslog" => Ok(Target::Syslog),
             "stderr" => Ok(Target::Stderr),
             _ => Err(de::Error::custom(format!(
-                "\"{s}\" is not a log target (use \"auto\", \"syslog\" or \"stderr\")"
+                "{} is not a log target ({hint})",
+                quote(&s)
             ))),
         }
     }
@@ -615,14 +782,19 @@ impl<'de> Deserialize<'de> for Target {
 
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let hint = "use \"error\", \"warning\", \"info\" or \"debug\"";
+        let s = Value::deserialize(d)?
+            .text(&format!("must be a log level in quotes ({hint})"))
+            .map_err(de::Error::custom)?;
         match s.as_str() {
             "error" => Ok(Level::Err),
-            "warning" => Ok(Level::Warning),
+            // What syslog(3) and most people call it.
+            "warning" | "warn" => Ok(Level::Warning),
             "info" => Ok(Level::Info),
             "debug" => Ok(Level::Debug),
             _ => Err(de::Error::custom(format!(
-                "\"{s}\" is not a log level (use \"error\", \"warning\", \"info\" or \"debug\")"
+                "{} is not a log level ({hint})",
+                quote(&s)
             ))),
         }
     }

@@ -65,6 +65,22 @@ impl Outcome {
         matches!(self, Outcome::Counted)
     }
 
+    /// A short reason for the JSON line (None when counted).
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Outcome::Counted => return None,
+            Outcome::TimedOut(_) => "idle timeout",
+            Outcome::Reset => "reset by client",
+            Outcome::GreetingFailed(_) => "greeting failed",
+            Outcome::Failed(_) => "connection failed",
+            Outcome::SaveFailed(_) => "saving failed",
+            Outcome::NameTaken(_) => "file name taken",
+            Outcome::TooLarge(_) => "max_file_size exceeded",
+            Outcome::TooSlow(_) => "below min_rate",
+            Outcome::Stopped => "server stopped",
+        })
+    }
+
     /// The log priority of this ending and what to say about it.
     pub fn describe(&self) -> (Level, String) {
         match self {

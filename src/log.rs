@@ -83,6 +83,24 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// Text from outside that is not quoted (a library's message that may
+/// contain a value): control characters escaped, cut to `max` characters.
+pub fn clean(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The diagnostics sink, shared by reference; a Mutex because a reload
 /// swaps it and the drop count is shared.
 pub struct Log {

@@ -23,11 +23,92 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// What each connection's line looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The bare count or `ERROR`, as the protocol's users expect.
+    #[default]
+    Plain,
+    /// One JSON object per connection, for machines.
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s {
+            "plain" => Ok(Format::Plain),
+            "json" => Ok(Format::Json),
+            _ => Err(format!(
+                "{} is not an output format (use \"plain\" or \"json\")",
+                crate::log::quote(s)
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Plain => "plain",
+            Format::Json => "json",
+        })
+    }
+}
+
+/// One connection's line in `format`. `number` is None for a client
+/// refused before its greeting; `reason` is None for a counted connection.
+pub fn line(
+    format: Format,
+    number: Option<u64>,
+    peer: std::net::SocketAddr,
+    bytes: u64,
+    reason: Option<&str>,
+    secs: f64,
+    file: Option<&str>,
+) -> String {
+    match format {
+        Format::Plain => match reason {
+            None => format!("{bytes}\n"),
+            Some(_) => "ERROR\n".to_string(),
+        },
+        Format::Json => {
+            let mut obj = serde_json::json!({
+                "conn": number,
+                "peer": peer.to_string(),
+                "bytes": bytes,
+                "result": if reason.is_none() { "ok" } else { "error" },
+                "secs": (secs * 1000.0).round() / 1000.0,
+            });
+            if let Some(r) = reason {
+                obj["reason"] = r.into();
+            }
+            if let Some(f) = file {
+                obj["file"] = f.into();
+            }
+            format!("{obj}\n")
+        }
+    }
+}
+
 /// How long one wait for room lasts before the stop flag is checked again.
 const POLL_STEP_MS: i32 = 20;
 /// After a stop signal, how long stdout may stay full before lines are
 /// given up (well inside the unit's TimeoutStopSec=).
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether fd 1 is /dev/null (the runtime puts it there when stdout was
+/// closed at start): then nobody sees the counts, which deserves a word.
+pub fn is_dev_null() -> bool {
+    let (mut out, mut null): (libc::stat, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: fstat/stat fill the structs; the path is NUL-terminated.
+    unsafe {
+        libc::fstat(1, &mut out) == 0
+            && libc::stat(c"/dev/null".as_ptr(), &mut null) == 0
+            && out.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && out.st_rdev == null.st_rdev
+    }
+}
 
 /// Write `line` (which must end in `\n`) to stdout in one write(2).
 pub fn write_line(line: &str, stopping: &AtomicBool) -> io::Result<()> {

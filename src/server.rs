@@ -118,6 +118,8 @@ pub struct Server<'a> {
     watchdog: Option<(Duration, Instant)>,
     /// Set once a stop signal arrived: when the grace ends.
     stop_at: Option<Instant>,
+    /// For the uptime in the stats line.
+    started: Instant,
     /// Set once the grace ended: when the wait for the disk ends too.
     exit_at: Option<Instant>,
 }
@@ -181,6 +183,7 @@ impl<'a> Server<'a> {
             last_status: None,
             watchdog: notify::watchdog_period().map(|p| (p, now)),
             stop_at: None,
+            started: now,
             exit_at: None,
         })
     }
@@ -206,6 +209,14 @@ impl<'a> Server<'a> {
                 .as_ref()
                 .map_or("defaults".to_string(), |p| p.display().to_string()),
         ));
+        if let Some(problem) = notify::problem() {
+            self.log.warning(&format!(
+                "{problem}; running without service manager notifications"
+            ));
+        }
+        if output::is_dev_null() {
+            self.log.warning("stdout is /dev/null: the count lines are discarded (give the server a stdout that keeps them, or use --output json with a file)");
+        }
         self.fd_room = fd_room(self.listeners.len(), self.disk.is_some());
         self.warn_fd_room(self.settings.max_connections);
         notify::ready(&self.status_line());
@@ -248,6 +259,7 @@ impl<'a> Server<'a> {
                     match request {
                         Request::Stop(name) => self.begin_stop(name, now),
                         Request::Reload => self.reload(),
+                        Request::Stats => self.stats(now),
                     }
                 }
             }
@@ -559,12 +571,22 @@ impl<'a> Server<'a> {
 
     /// End a client before its greeting: a reset, an `ERROR` line, no
     /// connection number and no file.
-    fn refuse(&mut self, stream: TcpStream, refusal: Refusal, now: Instant) {
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, refusal: Refusal, now: Instant) {
         self.served += 1;
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        if let Err(e) = output::write_line("ERROR\n", self.signals.stopping()) {
+        let line = output::line(
+            self.settings.output,
+            None,
+            peer,
+            0,
+            Some(refusal.reason),
+            0.0,
+            None,
+        );
+        if let Err(e) = output::write_line(&line, self.signals.stopping()) {
             self.log.err(&format!(
-                "stdout is unavailable ({e}); a refused client's line was: ERROR"
+                "stdout is unavailable ({e}); a refused client's line was: {}",
+                line.trim_end()
             ));
         }
         drop(stream);
@@ -584,7 +606,7 @@ impl<'a> Server<'a> {
         } else {
             match self.admit(peer, now) {
                 Ok(admitted) => Some(admitted),
-                Err(refusal) => return self.refuse(stream, refusal, now),
+                Err(refusal) => return self.refuse(stream, peer, refusal, now),
             }
         };
         // Urgent bytes are ordinary bytes: counted and saved in order.
@@ -689,7 +711,8 @@ impl<'a> Server<'a> {
         };
         self.free.push(slot);
         self.active -= 1;
-        self.refuse(conn.into_stream(), refusal, Instant::now());
+        let peer = conn.peer;
+        self.refuse(conn.into_stream(), peer, refusal, Instant::now());
     }
 
     /// Pop due timers; a connection whose deadline moved gets a new entry.
@@ -795,11 +818,17 @@ impl<'a> Server<'a> {
         self.active -= 1;
         self.served += 1;
         self.bytes += conn.bytes;
-        let line = if outcome.is_counted() {
-            format!("{}\n", conn.bytes)
-        } else {
-            "ERROR\n".to_string()
-        };
+        let file =
+            (outcome.is_counted() && conn.save.is_some()).then(|| format!("{}.file", conn.number));
+        let line = output::line(
+            self.settings.output,
+            (conn.number > 0).then_some(conn.number),
+            conn.peer,
+            conn.bytes,
+            outcome.reason(),
+            now.duration_since(conn.accepted).as_secs_f64(),
+            file.as_deref(),
+        );
         let written = output::write_line(&line, self.signals.stopping());
         let (level, what) = outcome.describe();
         if self.log.enabled(level) {
@@ -941,6 +970,23 @@ impl<'a> Server<'a> {
         notify::ready(&self.status_line());
     }
 
+    /// The SIGUSR1 report: one line at notice.
+    fn stats(&self, now: Instant) {
+        let r = self.admission.refused;
+        self.log.notice(&format!(
+            "stats: connections served {}, open {}, bytes received {} ({}), refused: {} per source, {} low disk space, {} bad PROXY header, {} numbers used up; uptime {}",
+            self.served,
+            self.active,
+            self.bytes,
+            crate::units::bytes(self.bytes),
+            r.per_source,
+            r.low_space,
+            r.proxy,
+            r.numbers,
+            fmt_uptime(now.duration_since(self.started)),
+        ));
+    }
+
     fn warn_fd_room(&self, max_connections: usize) {
         if max_connections > self.fd_room {
             self.log.warning(&format!(
@@ -969,6 +1015,18 @@ impl<'a> Server<'a> {
             "{} connections served, {} active, {} bytes received",
             self.served, self.active, self.bytes
         )
+    }
+}
+
+/// `3d 4h 5m 6s`, leading zero units left out.
+fn fmt_uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, _) => format!("{mins}m {secs}s"),
+        (0, _, _) => format!("{hours}h {mins}m {secs}s"),
+        _ => format!("{days}d {hours}h {mins}m {secs}s"),
     }
 }
 

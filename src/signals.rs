@@ -4,13 +4,15 @@
 //! would never wake for SIGTERM. Instead each signal writes to a self-pipe
 //! that the event loop polls beside the sockets (signal-hook-mio), and the
 //! loop itself decides what to do. SIGPIPE needs nothing: the Rust runtime
-//! ignores it, so a broken stdout is an EPIPE error.
+//! ignores it, so a broken stdout is an EPIPE error. SIGUSR1 asks for a
+//! stats line; SIGUSR2 is ignored, so that neither kills the server by its
+//! default action.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals as Pipe;
 
 /// What a signal asks of the server.
@@ -18,6 +20,7 @@ use signal_hook_mio::v1_0::Signals as Pipe;
 pub enum Request {
     Stop(&'static str),
     Reload,
+    Stats,
 }
 
 pub struct Signals {
@@ -36,8 +39,12 @@ impl Signals {
         for sig in [SIGTERM, SIGINT, SIGQUIT] {
             signal_hook::flag::register(sig, stopping.clone())?;
         }
+        // SAFETY: SIG_IGN installs no handler code.
+        if unsafe { libc::signal(SIGUSR2, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Signals {
-            pipe: Pipe::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?,
+            pipe: Pipe::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?,
             stopping,
         })
     }
@@ -57,6 +64,7 @@ impl Signals {
             .pending()
             .map(|sig| match sig {
                 SIGHUP => Request::Reload,
+                SIGUSR1 => Request::Stats,
                 SIGINT => Request::Stop("SIGINT"),
                 SIGQUIT => Request::Stop("SIGQUIT"),
                 _ => Request::Stop("SIGTERM"),
