@@ -270,7 +270,7 @@ impl<'a> Server<'a> {
             let mut candidate = None;
             for event in events.iter() {
                 let Token(slot) = event.token();
-                if slot >= DISK.0 {
+                if slot >= LISTENER_BASE {
                     continue;
                 }
                 let closed = event.is_read_closed() || event.is_error();
@@ -343,7 +343,7 @@ impl<'a> Server<'a> {
             return 0;
         };
         if conn.header.is_some() {
-            self.header(slot);
+            self.header(slot, peer_closed);
             return 0;
         }
         let before = conn.bytes;
@@ -681,12 +681,20 @@ impl<'a> Server<'a> {
 
     /// Read on in a PROXY header; once it is complete, the client it names
     /// is admitted (or refused) like any other.
-    fn header(&mut self, slot: usize) {
+    fn header(&mut self, slot: usize, peer_closed: bool) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         let peer = conn.peer;
         match conn.read_header() {
+            // A peek sees the partial header again and again, never the
+            // FIN behind it: the event's flag is what tells.
+            HeaderProgress::Wait if peer_closed => {
+                let refusal = self
+                    .admission
+                    .bad_proxy(peer, "the client closed before a complete header");
+                self.end_refused(slot, refusal);
+            }
             HeaderProgress::Wait => {}
             HeaderProgress::Bad(why) => {
                 let refusal = self.admission.bad_proxy(peer, &why);
