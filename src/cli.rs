@@ -111,6 +111,11 @@ pub const MANUAL: &[Section] = &[
                  and [log] apply at once; port, bind, backlog, save_dir and proxy_protocol need a \
                  restart. An invalid file is logged and changes nothing.",
             ),
+            (
+                "SIGUSR1",
+                "Log one line of statistics at notice (connections served and open, bytes, \
+                 refusals by cause, uptime) and keep serving. SIGUSR2 is ignored.",
+            ),
         ],
     },
     Section {
@@ -150,7 +155,10 @@ pub const MANUAL: &[Section] = &[
                 "0",
                 "Stopped by SIGTERM, SIGINT or SIGQUIT; --help, --version, a valid --check-config.",
             ),
-            ("64", "Bad or missing PORT, unknown option, extra argument."),
+            (
+                "64",
+                "Bad or missing PORT, unknown option, extra argument, bad --bind or --output value.",
+            ),
             (
                 "71",
                 "Socket, bind or listen failure; an inherited fd that is not a listening TCP socket.",
@@ -166,14 +174,25 @@ pub const MANUAL: &[Section] = &[
     Section {
         title: "EXAMPLES",
         items: &[
-            ("server 5000", "Listen on port 5000 on all interfaces."),
             (
-                "server --config /etc/accio-server/server.toml",
-                "Take every setting from a file.",
+                "accio-server 5000",
+                "Listen on port 5000 on all IPv4 interfaces.",
             ),
             (
-                "server --config ./server.toml --check-config",
+                "accio-server --bind :: --save-dir /srv/uploads 5000",
+                "Listen dual-stack (IPv4 and IPv6) and keep every upload as /srv/uploads/N.file.",
+            ),
+            (
+                "accio-server --config /etc/accio-server/server.toml",
+                "Take every setting from a file (see accio-server.toml(5)).",
+            ),
+            (
+                "accio-server --config FILE --check-config 5000",
                 "Validate a file without starting.",
+            ),
+            (
+                "kill -USR1 $(pidof accio-server)",
+                "Log a line of statistics.",
             ),
         ],
     },

@@ -8,7 +8,11 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{ChildStdin, Command, Stdio};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -336,8 +340,10 @@ fn timeouts_are_ten_seconds() {
     for (handle, needle) in runs {
         let out = handle.join().expect("client run");
         out.failed(75, needle);
+        // 10 s in all, never restarted (a FIN's acknowledgement used to
+        // restart the close wait).
         assert!(
-            out.took >= Duration::from_secs(10) && out.took < Duration::from_secs(14),
+            out.took >= Duration::from_secs(10) && out.took < Duration::from_secs(11),
             "{needle}: {out:?}"
         );
     }
@@ -446,8 +452,21 @@ fn bad_arguments_are_64() {
     }
 }
 
+/// The frames of a progress display written to a pipe or file: no escape
+/// sequences, each redraw after a carriage return, one final newline.
+fn frames(stderr: &str) -> Vec<&str> {
+    assert!(!stderr.contains('\x1b'), "escape sequences: {stderr:?}");
+    assert!(stderr.ends_with('\n'), "{stderr:?}");
+    assert_eq!(stderr.matches('\n').count(), 1, "{stderr:?}");
+    stderr
+        .trim_end_matches('\n')
+        .split('\r')
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
 #[test]
-fn progress_only_when_asked_and_at_most_ten_redraws_a_second() {
+fn progress_only_when_asked_and_five_redraws_a_second() {
     let server = Spawn::new().start();
     let port = server.port.to_string();
     let dir = TempDir::new("client-progress");
@@ -456,18 +475,27 @@ fn progress_only_when_asked_and_at_most_ten_redraws_a_second() {
     let out = client(&["--progress", "127.0.0.1", &port, &path]);
     out.ok();
     assert_eq!(server.stdout.expect(), "1000000");
-    assert!(out.stderr.starts_with('\r'), "{out:?}");
-    assert!(out.stderr.ends_with('\n'), "{out:?}");
-    assert_eq!(out.stderr.matches('\n').count(), 1, "{out:?}");
-    let last = out.stderr.rsplit('\r').next().unwrap_or_default();
-    assert!(last.contains("(100%)") && last.contains("done"), "{last:?}");
+    let shown = frames(&out.stderr);
+    // COLUMNS unset and not a terminal: 80 columns, every frame padded.
+    for frame in &shown {
+        assert_eq!(frame.len(), 80, "{frame:?}");
+    }
+    let last = shown.last().copied().unwrap_or_default().trim_end();
+    assert!(
+        last.starts_with("0:0") && last.contains(" [=========="),
+        "{last:?}"
+    );
+    assert!(
+        last.contains("976.56 KiB") && last.ends_with("done"),
+        "{last:?}"
+    );
 
     let out = client(&["--progress", "--no-progress", "127.0.0.1", &port, &path]);
     out.ok();
     assert!(out.stderr.is_empty(), "{out:?}");
     assert_eq!(server.stdout.expect(), "1000000");
 
-    // 1.5 s of trickling stdin: about 15 redraws, not one per chunk.
+    // 1.5 s of trickling stdin: a frame every 200 ms, not one per chunk.
     let out = client_fed(
         &["127.0.0.1", &port, "-", "--progress"],
         Stdio::piped(),
@@ -480,16 +508,25 @@ fn progress_only_when_asked_and_at_most_ten_redraws_a_second() {
     );
     out.ok();
     assert_eq!(server.stdout.expect(), "30000");
-    let redraws = out.stderr.matches('\r').count();
-    let limit = (out.took.as_secs_f64() * 10.0).ceil() as usize + 2;
+    let shown = frames(&out.stderr);
+    let limit = (out.took.as_secs_f64() * 5.0).ceil() as usize + 3;
     assert!(
-        redraws >= 5 && redraws <= limit,
-        "{redraws} redraws in {:?}",
+        shown.len() >= 5 && shown.len() <= limit,
+        "{} frames in {:?}",
+        shown.len(),
         out.took
     );
+    for frame in &shown {
+        assert_eq!(frame.len(), 80, "{frame:?}");
+        assert!(
+            !frame.contains('%'),
+            "no percentage without a size: {frame:?}"
+        );
+    }
+    let last = shown.last().copied().unwrap_or_default().trim_end();
     assert!(
-        !out.stderr.contains('%'),
-        "no percentage without a size: {out:?}"
+        last.contains("29.30 KiB") && last.ends_with("done"),
+        "{last:?}"
     );
 }
 
@@ -504,6 +541,7 @@ fn measured(
     let mut child = Reaper(
         Command::new(CLIENT)
             .args(args)
+            .env_remove("COLUMNS")
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -625,4 +663,505 @@ fn one_gib_through_stdin_in_constant_memory() {
     );
     assert!(hwm > 0, "VmHWM never read");
     assert!(hwm <= 4096, "client peak RSS {hwm} KiB > 4 MiB");
+}
+
+/// A client started in the background; its stdout and stderr (when piped)
+/// are read on threads.
+struct Running {
+    child: Reaper,
+    pid: i32,
+    start: Instant,
+    stdout: JoinHandle<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Start the client; returns its stdin pipe when `stdin` is piped.
+fn start_client(
+    args: &[&str],
+    stdin: Stdio,
+    stderr: Stdio,
+    env: &[(&str, &str)],
+) -> (Running, Option<ChildStdin>) {
+    let start = Instant::now();
+    let mut cmd = Command::new(CLIENT);
+    cmd.args(args)
+        .env_remove("COLUMNS")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Reaper(cmd.spawn().expect("spawn client"));
+    let pid = child.0.id() as i32;
+    let pipe = child.0.stdin.take();
+    let stdout = read_all(child.0.stdout.take().expect("stdout"));
+    let stderr = child.0.stderr.take().map(read_all);
+    (
+        Running {
+            child,
+            pid,
+            start,
+            stdout,
+            stderr,
+        },
+        pipe,
+    )
+}
+
+impl Running {
+    /// Wait for the exit (at most `within`) and collect the output.
+    fn finish(mut self, within: Duration) -> (ExitStatus, Outcome) {
+        let status = loop {
+            if let Some(st) = self.child.0.try_wait().expect("try_wait") {
+                break st;
+            }
+            assert!(
+                self.start.elapsed() < within,
+                "client still running after {within:?}"
+            );
+            thread::sleep(Duration::from_millis(2));
+        };
+        let took = self.start.elapsed();
+        let outcome = Outcome {
+            code: status.code(),
+            stdout: self.stdout.join().expect("stdout"),
+            stderr: self
+                .stderr
+                .map(|h| h.join().expect("stderr"))
+                .unwrap_or_default(),
+            took,
+        };
+        (status, outcome)
+    }
+}
+
+/// Poll `cond` every 2 ms until it holds; fail after `within`.
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The main thread of `pid` sleeps in poll(2).
+fn blocked_in_poll(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("poll"))
+}
+
+/// Bytes waiting in a pipe (FIONREAD works on either end).
+fn pipe_queued(fd: RawFd) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
+    n
+}
+
+/// Wait (at most `within`) for `s` to carry an error, as a reset leaves
+/// it, and return the error's kind; `None` if none came (an orderly close
+/// leaves no error).
+fn reset_seen(s: &TcpStream, within: Duration) -> Option<std::io::ErrorKind> {
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    let end = Instant::now() + within;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        // SAFETY: one valid pollfd. With no events asked for, only an
+        // error or a hang-up wakes it.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
+        if n > 0 && pfd.revents & libc::POLLERR != 0 {
+            return s.take_error().ok().flatten().map(|e| e.kind());
+        }
+    }
+}
+
+/// A sparse file of `len` bytes.
+fn sparse_file(dir: &TempDir, name: &str, len: u64) -> String {
+    let path = dir.path(name);
+    File::create(&path)
+        .and_then(|f| f.set_len(len))
+        .expect("sparse file");
+    path_of(&path)
+}
+
+#[test]
+fn a_signal_resets_the_connection_and_exits_128_plus_its_number() {
+    let saved = TempDir::new("client-signals");
+    let server = Spawn::new()
+        .arg("--save-dir")
+        .arg(&path_of(&saved.0))
+        .start();
+    let port = server.port.to_string();
+    let cases = [
+        (libc::SIGINT, "SIGINT", Some(130), true),
+        (libc::SIGTERM, "SIGTERM", Some(143), false),
+        (libc::SIGHUP, "SIGHUP", Some(129), false),
+        // Not caught at all: SO_LINGER 0 makes the kernel's close a reset.
+        (libc::SIGKILL, "SIGKILL", None, false),
+    ];
+    for (n, (sig, name, code, progress)) in cases.into_iter().enumerate() {
+        let mut args = vec!["127.0.0.1", port.as_str(), "-"];
+        if progress {
+            args.insert(0, "--progress");
+        }
+        let (run, pipe) = start_client(&args, Stdio::piped(), Stdio::piped(), &[]);
+        let mut pipe = pipe.expect("stdin pipe");
+        // More than a pipe holds, so this returns only once the client
+        // reads, which it does after the greeting: mid-transfer.
+        pipe.write_all(&vec![b'x'; 200_000]).expect("feed");
+        wait_for("the client to wait for more of stdin", WAIT, || {
+            pipe_queued(pipe.as_raw_fd()) == 0 && blocked_in_poll(run.pid)
+        });
+        run.child.signal(sig);
+        let (status, out) = run.finish(WAIT);
+        drop(pipe);
+        assert_eq!(status.code(), code, "{name}: {out:?}");
+        // Within 5 s: from the reset, not from the server's 10 s idle
+        // timeout.
+        assert_eq!(
+            server.stdout.next(Duration::from_secs(5)).as_deref(),
+            Some("ERROR"),
+            "{name}: {out:?}"
+        );
+        let file = saved.path(&format!("{}.file", n + 1));
+        wait_for(&format!("{} to hold ERROR", file.display()), WAIT, || {
+            std::fs::read(&file).is_ok_and(|d| d == b"ERROR")
+        });
+        let Some(_) = code else {
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{out:?}");
+            continue;
+        };
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let at = out.stderr.find("ERROR: ").expect("an ERROR line");
+        let (display, error) = out.stderr.split_at(at);
+        assert!(
+            error.starts_with(&format!(
+                "ERROR: {name} received while reading FILE (200000 bytes sent"
+            )) && error.contains("reset")
+                && error.ends_with('\n')
+                && error.matches('\n').count() == 1,
+            "{error:?}"
+        );
+        if progress {
+            // Abandoned cleanly: the last frame, then a newline of its own.
+            let last = frames(display).last().copied().unwrap_or_default();
+            assert!(last.trim_end().ends_with("aborted"), "{display:?}");
+        } else {
+            assert!(display.is_empty(), "{display:?}");
+        }
+    }
+}
+
+/// A signal also ends the waits on the socket: a send the server does not
+/// take (sendfile, EAGAIN) and the wait for its close after the FIN.
+#[test]
+fn a_signal_ends_a_blocked_send_and_the_wait_for_the_close() {
+    let dir = TempDir::new("client-signal-waits");
+    let big = sparse_file(&dir, "big", 256 << 20);
+    let small = path_of(&pattern_file(&dir, "small", 1000));
+    let (sending_tx, sending) = channel();
+    let (finished_tx, finished) = channel();
+    let (full, s1) = stand_in(move |mut s| {
+        s.write_all(GREETING).expect("greet");
+        let mut buf = vec![0u8; 65536];
+        s.read_exact(&mut buf).expect("some data");
+        let _ = sending_tx.send(());
+        reset_seen(&s, Duration::from_secs(20))
+    });
+    let (open, s2) = stand_in(move |mut s| {
+        s.write_all(GREETING).expect("greet");
+        let got = read_to_fin(&mut s).len();
+        let _ = finished_tx.send(());
+        (got, reset_seen(&s, Duration::from_secs(20)))
+    });
+    let (a, _) = start_client(
+        &["127.0.0.1", &full.to_string(), &big],
+        Stdio::null(),
+        Stdio::piped(),
+        &[],
+    );
+    let (b, _) = start_client(
+        &["127.0.0.1", &open.to_string(), &small],
+        Stdio::null(),
+        Stdio::piped(),
+        &[],
+    );
+    sending
+        .recv_timeout(WAIT)
+        .expect("the big transfer started");
+    finished
+        .recv_timeout(WAIT)
+        .expect("the small transfer reached its FIN");
+    wait_for("both clients to wait in poll", WAIT, || {
+        blocked_in_poll(a.pid) && blocked_in_poll(b.pid)
+    });
+    a.child.signal(libc::SIGTERM);
+    b.child.signal(libc::SIGINT);
+    let (_, out_a) = a.finish(WAIT);
+    let (_, out_b) = b.finish(WAIT);
+    out_a.failed(143, "SIGTERM received while sending (");
+    out_b.failed(
+        130,
+        "SIGINT received while waiting for the server to close (1000 bytes sent",
+    );
+    assert_eq!(
+        s1.join().expect("full stand-in"),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    let (got, reset) = s2.join().expect("open stand-in");
+    assert_eq!(got, 1000);
+    // After the client's FIN a reset shows as EPIPE on Linux.
+    assert!(reset.is_some(), "no reset after the FIN");
+}
+
+/// A server may close only after the client's FIN. One that greets and at
+/// once shuts its sending side (and never reads) is an error, whether the
+/// client notices before its FIN (a small file), while the socket is full
+/// (a big file) or while it waits for stdin; and the connection is reset.
+#[test]
+fn a_server_that_closes_before_the_clients_fin_is_69() {
+    let dir = TempDir::new("client-half-closed");
+    let small = path_of(&pattern_file(&dir, "small", 1000));
+    let big = sparse_file(&dir, "big", 256 << 20);
+    let half_closed = || {
+        stand_in(|mut s| {
+            s.write_all(GREETING).expect("greet");
+            s.shutdown(Shutdown::Write).expect("shutdown");
+            reset_seen(&s, Duration::from_secs(20))
+        })
+    };
+    let (p1, s1) = half_closed();
+    let (p2, s2) = half_closed();
+    let (p3, s3) = half_closed();
+    let (r1, _) = start_client(
+        &["127.0.0.1", &p1.to_string(), &small],
+        Stdio::null(),
+        Stdio::piped(),
+        &[],
+    );
+    let (r2, _) = start_client(
+        &["127.0.0.1", &p2.to_string(), &big],
+        Stdio::null(),
+        Stdio::piped(),
+        &[],
+    );
+    let (r3, pipe) = start_client(
+        &["127.0.0.1", &p3.to_string(), "-"],
+        Stdio::piped(),
+        Stdio::piped(),
+        &[],
+    );
+    // stdin stays open: the client must notice the close while it waits.
+    let mut pipe = pipe.expect("stdin pipe");
+    pipe.write_all(&[b's'; 1000]).expect("feed");
+    for (run, needle) in [
+        (r1, "closed its side of the connection after 1000 bytes"),
+        (r2, "closed its side of the connection after "),
+        // 0 or 1000 bytes: the FIN may come before stdin's data.
+        (r3, "closed its side of the connection after "),
+    ] {
+        let (_, out) = run.finish(WAIT);
+        out.failed(69, needle);
+        assert!(out.took < Duration::from_secs(5), "{out:?}");
+    }
+    drop(pipe);
+    for s in [s1, s2, s3] {
+        assert_eq!(
+            s.join().expect("stand-in"),
+            Some(std::io::ErrorKind::ConnectionReset)
+        );
+    }
+}
+
+/// A pseudo-terminal `cols` columns wide: (master, slave), close-on-exec.
+fn pty(cols: u16) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; no name, default termios.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are fresh descriptors we own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on our own descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    (master, slave)
+}
+
+/// Everything written to the terminal, read as it comes (so the client
+/// never blocks on it) until no slave is left or, once `done` is set,
+/// nothing more comes for 50 ms.
+fn read_pty(master: OwnedFd, done: Arc<AtomicBool>) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+                // SAFETY: buf is valid for its length.
+                let n =
+                    unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    return out; // EIO: the last slave is closed
+                }
+                out.extend_from_slice(&buf[..n as usize]);
+            } else if done.load(Ordering::SeqCst) {
+                return out;
+            }
+        }
+    })
+}
+
+/// What a terminal showed, frame by frame: escape sequences dropped, split
+/// at carriage returns and newlines.
+fn terminal_frames(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split(['\r', '\n'])
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The display on a real terminal (a pty 40 columns wide, progress on by
+/// default there): a bar for a file, a spinner for stdin. The stand-in
+/// greets and then reads nothing for 2 s; the display must keep redrawing
+/// through the stall (the clock moves while the byte count stands still),
+/// never be wider than the terminal, and end with "done" and a newline.
+#[test]
+fn progress_on_a_terminal_redraws_through_a_stall_and_fits_40_columns() {
+    const SIZE: usize = 64 << 20;
+    let dir = TempDir::new("client-pty");
+    let file = sparse_file(&dir, "big", SIZE as u64);
+    let stalling = || {
+        stand_in(|mut s| {
+            s.write_all(GREETING).expect("greet");
+            // The stall under test (not a synchronisation).
+            thread::sleep(Duration::from_secs(2));
+            std::io::copy(&mut s, &mut std::io::sink()).expect("read until the FIN")
+        })
+    };
+    let (file_port, file_stand) = stalling();
+    let (pipe_port, pipe_stand) = stalling();
+    let mut runs = Vec::new();
+    for (port, source) in [(file_port, file.as_str()), (pipe_port, "-")] {
+        let (master, slave) = pty(40);
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = read_pty(master, done.clone());
+        let stdin = if source == "-" {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let (run, pipe) = start_client(
+            &["127.0.0.1", &port.to_string(), source],
+            stdin,
+            Stdio::from(slave),
+            &[("TERM", "xterm")],
+        );
+        let feeder = pipe.map(|mut pipe| {
+            thread::spawn(move || {
+                let block = vec![b'z'; 1 << 20];
+                for _ in 0..SIZE / block.len() {
+                    pipe.write_all(&block).expect("feed");
+                }
+            })
+        });
+        runs.push((run, done, reader, feeder, source == "-"));
+    }
+    for (run, done, reader, feeder, spinner) in runs {
+        let (_, out) = run.finish(Duration::from_secs(60));
+        done.store(true, Ordering::SeqCst);
+        let raw = reader.join().expect("pty reader");
+        if let Some(f) = feeder {
+            f.join().expect("feeder");
+        }
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("\x1b[2K"), "not redrawn in place: {text:?}");
+        assert!(text.ends_with("\r\n"), "no final newline: {text:?}");
+        let shown = terminal_frames(&raw);
+        for frame in &shown {
+            assert!(frame.chars().count() <= 40, "wider than 40: {frame:?}");
+        }
+        let last = shown.last().map(|f| f.trim_end()).unwrap_or_default();
+        assert!(
+            last.ends_with("done") && last.contains("64.00 MiB"),
+            "{last:?}"
+        );
+        // (clock, bytes) of every frame drawn while sending.
+        let moments: Vec<(String, String)> = shown
+            .iter()
+            .filter(|f| !f.contains("done"))
+            .filter_map(|f| {
+                let words: Vec<&str> = f.split_whitespace().collect();
+                if spinner {
+                    assert!(!f.contains('%'), "{f:?}");
+                    // "| 0:01 8.00 MiB 3.00 MiB/s ..."
+                    Some((words.get(1)?.to_string(), words.get(2..4)?.join(" ")))
+                } else {
+                    // "0:01 [==>       ] 8.00 MiB/64.00 MiB 12%"
+                    let bytes = f.split_once("] ")?.1.split('/').next()?;
+                    Some((words.first()?.to_string(), bytes.to_string()))
+                }
+            })
+            .collect();
+        let stalled = moments.iter().any(|(clock, bytes)| {
+            bytes != "0 B" && moments.iter().any(|(c, b)| b == bytes && c != clock)
+        });
+        assert!(
+            stalled,
+            "no redraw with a new clock while the bytes stood still: {shown:?}"
+        );
+    }
+    assert_eq!(file_stand.join().expect("file stand-in"), SIZE as u64);
+    assert_eq!(pipe_stand.join().expect("pipe stand-in"), SIZE as u64);
 }
