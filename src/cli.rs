@@ -393,7 +393,7 @@ fn usage_message(clap_text: &str, usage: &str) -> String {
     format!("{first}{tip}\n{}", usage_hint(usage))
 }
 
-/// PORT as SPEC.md defines it: ASCII digits only (leading zeros allowed),
+/// PORT as the command line takes it: ASCII digits only (leading zeros allowed),
 /// value 1 to 65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
     let bad = || {

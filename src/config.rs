@@ -893,7 +893,7 @@ impl<'de> Deserialize<'de> for Positive {
     }
 }
 
-/// `^[0-9]+(ms|s|m|h)$`, as SPEC.md writes durations.
+/// `^[0-9]+(ms|s|m|h)$`: a whole number and a unit, nothing else.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(

@@ -2,7 +2,7 @@
 //!
 //! For each TCP connection it sends `accio\r\n`, counts the bytes the client
 //! sends until it closes, and prints the count (or `ERROR`) as one line on
-//! stdout. The contract is SPEC.md, summarised in the README.
+//! stdout. The README and the man pages are the user's contract.
 //!
 //! # Layout
 //!

@@ -1,5 +1,14 @@
 //! The event loop: listeners, connections, signals and timers on one thread.
 //!
+//! This file is the loop itself and one connection's way through it: a
+//! readiness event is read ([`Server::service`]), what the read found is
+//! acted on ([`Server::settle`]), timers end silent or slow connections
+//! ([`Server::expire`]), and every connection ends in [`Server::finish`],
+//! which writes its line. Around it: `accept` (listeners, admission, the
+//! greeting, PROXY headers), `saving` (the way to the disk threads and
+//! back) and `control` (stop, reload, stats), each an `impl Server` of its
+//! own.
+//!
 //! One `epoll` loop (mio) instead of a thread per connection: the packaged
 //! unit caps tasks, a stop must finish within 250 ms whatever the clients do,
 //! and 1000 idle connections should cost a few hundred bytes each, not a
@@ -22,20 +31,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::admission::{Admission, Refusal};
+use crate::admission::Admission;
 use crate::cli::Args;
-use crate::config::{Settings, fmt_duration};
-use crate::connection::{Connection, Header, HeaderProgress, Outcome, Progress, Saving};
-use crate::disk::{Disk, Done, For, Job};
+use crate::config::Settings;
+use crate::connection::{Connection, Outcome, Progress, Saving};
+use crate::disk::{Disk, For, Job};
 use crate::log::Log;
 use crate::report::RateLimited;
-use crate::save::{CommitError, SaveDir};
+use crate::save::SaveDir;
 use crate::signals::{Request, Signals};
-use crate::sources::Source;
 use crate::{notify, output};
+
+mod accept;
+mod control;
+mod saving;
+
+use accept::{fd_room, listener_token};
 
 const SIGNAL: Token = Token(usize::MAX);
 /// The disk threads' results are waiting.
@@ -58,7 +72,8 @@ const READ_BUDGET: u32 = 8;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one report of failing accepts per this interval.
 const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(5);
-/// STATUS= is re-sent at most this often (SPEC: within 1 s of a change).
+/// STATUS= is re-sent at most this often (the promise is: within 1 s of a
+/// change), so a busy server sends two a second, not one per connection.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// A connection that had the loop to itself and is streaming is read with
 /// blocking reads for this long before the loop looks at everything else:
@@ -76,12 +91,18 @@ struct Listener {
     pending: bool,
 }
 
+/// Everything the loop owns. One thread, so no field needs a lock.
 pub struct Server<'a> {
+    /// The epoll instance: listeners, connections, the signal pipe and the
+    /// disk threads' waker.
     poll: Poll,
+    /// Emptied at a stop, which closes them: new clients wait in systemd's
+    /// copy of the socket, or are refused by the kernel.
     listeners: Vec<Listener>,
     /// Slots indexed by mio token; `free` holds the empty ones for reuse.
     conns: Vec<Option<Connection>>,
     free: Vec<usize>,
+    /// Connections in slots, for `max_connections` and the stats.
     active: usize,
     /// (deadline, slot, connection id), earliest first; see
     /// `Connection::queued` for how stale entries are recognised.
@@ -91,10 +112,14 @@ pub struct Server<'a> {
     /// The connection (slot, id) to read with blocking reads before the
     /// next poll: the only one with events in the last round, and streaming.
     streaming: Option<(usize, u64)>,
+    /// What applies now; a reload replaces the live part of it.
     settings: Settings,
     /// The command line, so a reload applies PORT over the file again.
     args: Args,
+    /// Borrowed from `app`, which made it before the loop existed (start
+    /// errors are logged too).
     log: &'a Log,
+    /// Stop, reload and stats requests, as events of the loop.
     signals: Signals,
     /// `--save-dir` mode: the threads that write each connection's bytes.
     disk: Option<Disk>,
@@ -103,18 +128,27 @@ pub struct Server<'a> {
     /// The number of the last admitted connection; in saving mode it starts
     /// at the largest `N.file` already saved.
     accepted: u64,
+    /// Lines written so far (refusals included), for STATUS= and stats.
     served: u64,
+    /// Bytes counted on connections that ended, for STATUS= and stats.
     bytes: u64,
+    /// Set after an accept failed for lack of a resource: accepting pauses
+    /// until then instead of spinning on EMFILE.
     accept_backoff: Option<Instant>,
+    /// Failing accepts are reported once per interval, not per failure.
     accept_reports: RateLimited,
     /// Per-source counts and the refusal rules.
     admission: Admission,
     /// How many connections the file descriptor limit leaves room for;
     /// `max_connections` beyond it would only fail later with EMFILE.
     fd_room: usize,
+    /// Whether a service manager listens: no status lines are built if not.
     notify: bool,
+    /// When the next STATUS= goes out (set when a connection ends).
     status_due: Option<Instant>,
     last_status: Option<Instant>,
+    /// The watchdog period and when WATCHDOG=1 is next due: sent by this
+    /// loop, so a hung loop misses it and systemd notices.
     watchdog: Option<(Duration, Instant)>,
     /// Set once a stop signal arrived: when the grace ends.
     stop_at: Option<Instant>,
@@ -408,94 +442,6 @@ impl<'a> Server<'a> {
         }
     }
 
-    fn is_saving(&self, slot: usize) -> bool {
-        self.conns
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| c.save.is_some())
-    }
-
-    fn saving_mut(&mut self, slot: usize) -> Option<&mut Saving> {
-        self.conns.get_mut(slot)?.as_mut()?.save.as_mut()
-    }
-
-    /// Hand a saving connection's next step to the disk threads, if its
-    /// part is home and there is one.
-    fn kick(&mut self, slot: usize) {
-        let fsync = self.settings.fsync;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let to = For {
-            slot,
-            id: conn.id,
-            number: conn.number,
-        };
-        if let (Some(save), Some(disk)) = (conn.save.as_mut(), self.disk.as_mut())
-            && let Some(job) = save.next_job(fsync)
-        {
-            disk.submit(to, job);
-        }
-    }
-
-    /// Act on what the disk threads finished.
-    fn disk_results(&mut self) {
-        while let Some((to, done)) = self.disk.as_mut().and_then(Disk::result) {
-            let present = self
-                .conns
-                .get(to.slot)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.id == to.id);
-            match done {
-                Done::Drained { part, .. } if !present => {
-                    // The connection ended (timeout, reset, stop) while its
-                    // bytes were on the way: now its marker can be written.
-                    if let Some(disk) = self.disk.as_mut() {
-                        disk.submit(to, Job::Fail { part });
-                    }
-                }
-                Done::Drained { part, moved, error } => {
-                    let idle = self.settings.idle_timeout;
-                    let Some(conn) = self.conns.get_mut(to.slot).and_then(Option::as_mut) else {
-                        continue;
-                    };
-                    let Some(save) = conn.save.as_mut() else {
-                        continue;
-                    };
-                    save.drained(part, moved);
-                    if let Some(e) = error {
-                        self.finish(to.slot, Outcome::SaveFailed(e));
-                        continue;
-                    }
-                    if std::mem::take(&mut save.blocked) {
-                        // The client was waiting for the disk, not idle.
-                        conn.deadline = Instant::now() + idle;
-                        self.busy.push(to.slot);
-                    }
-                    self.kick(to.slot);
-                }
-                Done::Committed(result) if present => {
-                    if let Some(save) = self.saving_mut(to.slot) {
-                        save.committing = false;
-                    }
-                    let outcome = match result {
-                        Ok(_) => Outcome::Counted,
-                        Err(CommitError::NameTaken(path)) => Outcome::NameTaken(path),
-                        Err(CommitError::Abandoned) => Outcome::Stopped,
-                        Err(CommitError::Io(e)) => Outcome::SaveFailed(e),
-                    };
-                    self.finish(to.slot, outcome);
-                }
-                Done::Committed(_) => {}
-                Done::Marked(Err(e)) => self.log.err(&format!(
-                    "connection {}: cannot write its ERROR file: {e}",
-                    to.number
-                )),
-                Done::Marked(Ok(())) => {}
-            }
-        }
-    }
-
     /// Only a deadline that moved earlier (a shorter timeout after a
     /// reload) needs a new timer entry; a later one is picked up when the
     /// old entry falls due.
@@ -506,221 +452,6 @@ impl<'a> Server<'a> {
             conn.queued = conn.deadline;
             self.timers.push(Reverse((conn.deadline, slot, conn.id)));
         }
-    }
-
-    fn accept(&mut self, now: Instant) {
-        if self.stop_at.is_some() {
-            return;
-        }
-        if let Some(until) = self.accept_backoff {
-            if now < until {
-                return;
-            }
-            self.accept_backoff = None;
-        }
-        // One accept per listener per round, so no listener starves another.
-        while self.listeners.iter().any(|l| l.pending) {
-            for i in 0..self.listeners.len() {
-                if self.active >= self.settings.max_connections.min(self.fd_room) {
-                    return;
-                }
-                if !self.listeners[i].pending {
-                    continue;
-                }
-                match self.listeners[i].socket.accept() {
-                    Ok((stream, peer)) => self.open(stream, peer),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.listeners[i].pending = false
-                    }
-                    Err(e) if is_per_connection(&e) => self.report_accept_error(&e, now, false),
-                    Err(e) => {
-                        self.accept_backoff = Some(now + ACCEPT_BACKOFF);
-                        self.report_accept_error(&e, now, true);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn report_accept_error(&mut self, e: &io::Error, now: Instant, backing_off: bool) {
-        let Some(held) = self.accept_reports.due(now) else {
-            return;
-        };
-        let hint = match e.raw_os_error() {
-            Some(libc::EMFILE) => {
-                " (out of file descriptors: raise LimitNOFILE= or lower max_connections)"
-            }
-            Some(libc::ENFILE) => " (the system is out of file descriptors)",
-            _ => "",
-        };
-        let mut msg = format!("accept failed: {e}{hint}");
-        if held > 0 {
-            msg.push_str(&format!("; {held} more failures since the last report"));
-        }
-        if backing_off {
-            msg.push_str(&format!(
-                "; retrying every {} ms",
-                ACCEPT_BACKOFF.as_millis()
-            ));
-            self.log.err(&msg);
-        } else {
-            self.log.warning(&msg);
-        }
-    }
-
-    /// End a client before its greeting: a reset, an `ERROR` line, no
-    /// connection number and no file.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, refusal: Refusal, now: Instant) {
-        self.served += 1;
-        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        let line = output::line(
-            self.settings.output,
-            None,
-            peer,
-            0,
-            Some(refusal.reason),
-            0.0,
-            None,
-        );
-        if let Err(e) = output::write_line(&line, self.signals.stopping()) {
-            self.log.err(&format!(
-                "stdout is unavailable ({e}); a refused client's line was: {}",
-                line.trim_end()
-            ));
-        }
-        drop(stream);
-        self.log.log(refusal.level, &refusal.message);
-        self.schedule_status(now);
-    }
-
-    /// A client was accepted: admit it and greet it, or, with
-    /// `proxy_protocol`, wait for its header first.
-    fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
-        // The idle clock starts at this accept, not when the round began
-        // (stdout writes earlier in the round may have blocked).
-        let now = Instant::now();
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let admitted = if self.settings.proxy_protocol {
-            None
-        } else {
-            match self.admit(peer, now) {
-                Ok(admitted) => Some(admitted),
-                Err(refusal) => return self.refuse(stream, peer, refusal, now),
-            }
-        };
-        // Urgent bytes are ordinary bytes: counted and saved in order.
-        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        self.ids += 1;
-        let mut conn = Connection::new(stream, self.ids, peer, now, self.settings.idle_timeout);
-        self.active += 1;
-        let registered =
-            self.poll
-                .registry()
-                .register(conn.stream(), Token(slot), Interest::READABLE);
-        self.timers.push(Reverse((conn.deadline, slot, conn.id)));
-        if admitted.is_none() {
-            conn.header = Some(Header::Waiting);
-        }
-        self.conns[slot] = Some(conn);
-        if let Err(e) = registered {
-            return self.finish(slot, Outcome::Failed(e));
-        }
-        if let Some((source, number)) = admitted {
-            self.start(slot, source, number);
-        }
-    }
-
-    /// The admission rules for a client (the peer, or the address its
-    /// PROXY header carries): its source and connection number.
-    fn admit(&mut self, client: SocketAddr, now: Instant) -> Result<(Source, u64), Refusal> {
-        let low_space = self.disk.as_ref().and_then(|d| d.dir().low_space());
-        let source = self
-            .admission
-            .admit(client, &self.settings, low_space, now)?;
-        let Some(number) = self.accepted.checked_add(1) else {
-            self.admission.release(source);
-            return Err(self.admission.no_numbers(client));
-        };
-        self.accepted = number;
-        Ok((source, number))
-    }
-
-    /// An admitted connection gets its number, its way to the disk when
-    /// saving, and the greeting.
-    fn start(&mut self, slot: usize, source: Source, number: u64) {
-        let pipe = self.disk.as_ref().map(|d| d.dir().pipe());
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        conn.number = number;
-        conn.source = Some(source);
-        let started = match pipe {
-            Some(Ok((pipe, part))) => {
-                conn.save = Some(Saving::new(pipe, part));
-                Ok(())
-            }
-            Some(Err(e)) => Err(Outcome::SaveFailed(e)),
-            None => Ok(()),
-        };
-        let started = started.and_then(|()| {
-            conn.greet().map_err(|e| match e.kind() {
-                // The client reset (or closed) before its greeting.
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Outcome::Reset,
-                _ => Outcome::GreetingFailed(e),
-            })
-        });
-        if let Err(outcome) = started {
-            self.finish(slot, outcome);
-        }
-    }
-
-    /// Read on in a PROXY header; once it is complete, the client it names
-    /// is admitted (or refused) like any other.
-    fn header(&mut self, slot: usize, peer_closed: bool) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let peer = conn.peer;
-        match conn.read_header() {
-            // A peek sees the partial header again and again, never the
-            // FIN behind it: the event's flag is what tells.
-            HeaderProgress::Wait if peer_closed => {
-                let refusal = self
-                    .admission
-                    .bad_proxy(peer, "the client closed before a complete header");
-                self.end_refused(slot, refusal);
-            }
-            HeaderProgress::Wait => {}
-            HeaderProgress::Bad(why) => {
-                let refusal = self.admission.bad_proxy(peer, &why);
-                self.end_refused(slot, refusal);
-            }
-            HeaderProgress::Done(client) => match self.admit(client, Instant::now()) {
-                Ok((source, number)) => {
-                    self.start(slot, source, number);
-                    // Payload that came with the header raises no new event.
-                    self.busy.push(slot);
-                }
-                Err(refusal) => self.end_refused(slot, refusal),
-            },
-        }
-    }
-
-    /// A connection refused after its accept (with `proxy_protocol`): the
-    /// same ending as [`Server::refuse`], for a connection in a slot.
-    fn end_refused(&mut self, slot: usize, refusal: Refusal) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        self.free.push(slot);
-        self.active -= 1;
-        let peer = conn.peer;
-        self.refuse(conn.into_stream(), peer, refusal, Instant::now());
     }
 
     /// Pop due timers; a connection whose deadline moved gets a new entry.
@@ -862,148 +593,6 @@ impl<'a> Server<'a> {
         }
     }
 
-    fn begin_stop(&mut self, signal: &str, now: Instant) {
-        if self.stop_at.is_some() {
-            self.log
-                .notice(&format!("{signal} again: ending the shutdown grace now"));
-            self.stop_at = Some(now);
-            self.exit_at = self.exit_at.map(|t| t.min(now + DISK_STOP_WAIT));
-            return;
-        }
-        // Closing the listeners stops accepting at once; under socket
-        // activation systemd keeps its copies and queues new clients. Then
-        // STOPPING=1: whoever sees it finds the port already closed.
-        self.listeners.clear();
-        notify::stopping();
-        self.stop_at = Some(now + self.settings.shutdown_grace);
-        self.log.notice(&format!(
-            "stopping on {signal}: connections open {}, shutdown grace {}",
-            self.active,
-            fmt_duration(self.settings.shutdown_grace)
-        ));
-    }
-
-    /// The grace is over: a counting connection whose FIN is already queued
-    /// still gets its count, every other one ends with ERROR, except saving
-    /// connections whose commit is under way: they get until `exit_at`.
-    fn end_all(&mut self, now: Instant) {
-        self.exit_at = Some(now + DISK_STOP_WAIT);
-        if let Some(disk) = &self.disk {
-            disk.abandon();
-        }
-        let max = self.settings.max_file_size;
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            let outcome = match &conn.save {
-                Some(save) if save.committing => continue,
-                Some(_) => Outcome::Stopped,
-                None if conn.header.is_some() => Outcome::Stopped,
-                None => match conn.drain(READ_BUDGET, true, max) {
-                    Progress::Eof => Outcome::Counted,
-                    _ => Outcome::Stopped,
-                },
-            };
-            self.finish(slot, outcome);
-        }
-    }
-
-    /// The wait for the disk is over too: whatever is left ends with ERROR,
-    /// and temporaries still open go to a process that outlives this one.
-    fn exit(&mut self) {
-        self.disk_results();
-        for slot in 0..self.conns.len() {
-            self.finish(slot, Outcome::Stopped);
-        }
-        if let Some(disk) = &self.disk {
-            disk.dir().begin_exit();
-            disk.dir().exit_handover();
-        }
-    }
-
-    fn reload(&mut self) {
-        let Some(path) = self.args.config.clone() else {
-            self.log
-                .notice("SIGHUP: no configuration file was given (--config), nothing to reload");
-            return;
-        };
-        notify::reloading();
-        match Settings::load(&self.args) {
-            Err(e) => self
-                .log
-                .err(&format!("reload failed, configuration unchanged: {e}")),
-            Ok(new) => {
-                let (live, restart) = self.settings.diff(&new);
-                for change in &restart {
-                    self.log.warning(&format!(
-                        "reload: {change} needs a restart to take effect (systemctl restart accio-server)"
-                    ));
-                }
-                let more_room = new.max_connections > self.settings.max_connections;
-                self.warn_fd_room(new.max_connections);
-                let s = &mut self.settings;
-                s.idle_timeout = new.idle_timeout;
-                s.max_connections = new.max_connections;
-                s.shutdown_grace = new.shutdown_grace;
-                s.fsync = new.fsync;
-                s.max_file_size = new.max_file_size;
-                s.min_free_space = new.min_free_space;
-                s.max_per_source = new.max_per_source;
-                s.source_prefix_v6 = new.source_prefix_v6;
-                s.min_rate = new.min_rate;
-                if let Some(disk) = &self.disk {
-                    // The space monitor applies it within half a second.
-                    disk.dir().set_floor(new.min_free_space);
-                }
-                s.log_target = new.log_target;
-                s.log_level = new.log_level;
-                self.log.reconfigure(new.log_target, new.log_level);
-                if more_room {
-                    for l in &mut self.listeners {
-                        l.pending = true;
-                    }
-                }
-                let applied = if live.is_empty() {
-                    "no live changes".to_string()
-                } else {
-                    live.join(", ")
-                };
-                self.log.notice(&format!(
-                    "reloaded configuration from {}: {applied}",
-                    path.display()
-                ));
-            }
-        }
-        notify::ready(&self.status_line());
-    }
-
-    /// The SIGUSR1 report: one line at notice.
-    fn stats(&self, now: Instant) {
-        let r = self.admission.refused;
-        self.log.notice(&format!(
-            "stats: connections served {}, open {}, bytes received {} ({}), refused: {} per source, {} low disk space, {} bad PROXY header, {} numbers used up; uptime {}",
-            self.served,
-            self.active,
-            self.bytes,
-            crate::units::bytes(self.bytes),
-            r.per_source,
-            r.low_space,
-            r.proxy,
-            r.numbers,
-            fmt_uptime(now.duration_since(self.started)),
-        ));
-    }
-
-    fn warn_fd_room(&self, max_connections: usize) {
-        if max_connections > self.fd_room {
-            self.log.warning(&format!(
-                "max_connections = {max_connections} does not fit the open file limit (RLIMIT_NOFILE, LimitNOFILE= under systemd): serving at most {} connections at once; raise the limit or lower max_connections",
-                self.fd_room
-            ));
-        }
-    }
-
     fn housekeeping(&mut self, now: Instant) {
         if self.status_due.is_some_and(|due| now >= due) {
             self.status_due = None;
@@ -1024,75 +613,4 @@ impl<'a> Server<'a> {
             self.served, self.active, self.bytes
         )
     }
-}
-
-/// `3d 4h 5m 6s`, leading zero units left out.
-fn fmt_uptime(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, _) => format!("{mins}m {secs}s"),
-        (0, _, _) => format!("{hours}h {mins}m {secs}s"),
-        _ => format!("{days}d {hours}h {mins}m {secs}s"),
-    }
-}
-
-/// Raise the soft open-file limit to the hard one, and return how many
-/// connections fit: each needs its socket, and when saving a pipe and its
-/// file (three more); the reserve is for stdio, epoll, the signal pipe,
-/// the notify and log sockets, the save directory and a config file read
-/// at a reload.
-fn fd_room(listeners: usize, saving: bool) -> usize {
-    const RESERVE: u64 = 16;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return usize::MAX;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    if lim.rlim_cur == libc::RLIM_INFINITY {
-        return usize::MAX;
-    }
-    let per = if saving { 4 } else { 1 };
-    let room = lim.rlim_cur.saturating_sub(RESERVE + listeners as u64) / per;
-    usize::try_from(room).unwrap_or(usize::MAX).max(1)
-}
-
-fn listener_token(i: usize) -> Token {
-    Token(LISTENER_BASE + i)
-}
-
-/// Accept errors that concern one connection only (it was aborted or
-/// refused on the way in): the next accept may well succeed at once.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EINTR
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
 }
