@@ -144,8 +144,9 @@ pub const MANUAL: &[Section] = &[
             "To stderr when it is a terminal, else to syslog (identifier accio-server, facility \
              daemon) when /dev/log accepts messages, else to stderr; see [log] in the \
              configuration. A sink that does not take a message at once never delays serving: \
-             the message is dropped, and the number dropped is logged later. Read them with: \
-             journalctl -t accio-server",
+             the message is dropped, and the number dropped is logged later. Under systemd, read \
+             them with: journalctl -u accio-server _TRANSPORT=syslog (the count lines are \
+             _TRANSPORT=stdout).",
         )],
     },
     Section {

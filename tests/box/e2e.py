@@ -10,7 +10,7 @@
 Prints one TAP-like line per check (ok N - ... / not ok N - ...), exits 1 if
 any check failed. Refuses to run outside the box (ACCIO_BOX=1 is set by the
 harness): it edits /etc, installs packages and stops units.
-Plan: systemd-box.md section 5. Python 3 standard library only.
+Python 3 standard library only.
 """
 
 import argparse
@@ -327,6 +327,54 @@ def check_deb_files():
     T.check(not missing and os.access(BIN, os.X_OK), "package files installed", "missing: %s" % missing)
     rc, out = run(["dpkg-query", "-W", "-f=${Conffiles}", "accio-server"])
     T.check(CONFIG in out, "%s is a conffile" % CONFIG, out)
+    check_deb_docs()
+
+
+# What the README's Install section promises the package installs, as
+# (installed path, source in the checkout, gzipped by cargo-deb).
+DEB_DOCS = [
+    ("/usr/share/man/man8/accio-server.8.gz", "doc/accio-server.8", True),
+    ("/usr/share/man/man1/accio-client.1.gz", "doc/accio-client.1", True),
+    ("/usr/share/man/man5/accio-server.toml.5.gz", "doc/accio-server.toml.5", True),
+    ("/usr/share/bash-completion/completions/accio-server", "doc/completions/bash/accio-server", False),
+    ("/usr/share/bash-completion/completions/accio-client", "doc/completions/bash/accio-client", False),
+    ("/usr/share/zsh/vendor-completions/_accio-server", "doc/completions/zsh/_accio-server", False),
+    ("/usr/share/zsh/vendor-completions/_accio-client", "doc/completions/zsh/_accio-client", False),
+    ("/usr/share/fish/vendor_completions.d/accio-server.fish", "doc/completions/fish/accio-server.fish", False),
+    ("/usr/share/fish/vendor_completions.d/accio-client.fish", "doc/completions/fish/accio-client.fish", False),
+]
+
+
+def check_deb_docs():
+    """The manual pages (including accio-server.toml(5)) and the bash, zsh and
+    fish completions of both programs are installed, with the content of
+    doc/ in this checkout, and bash takes the completions."""
+    import gzip
+    missing, differ = [], []
+    for path, src, gz in DEB_DOCS:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if gz:
+                data = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile):
+            missing.append(path)
+            continue
+        try:
+            with open(os.path.join(REPO, src), "rb") as f:
+                if f.read() != data:
+                    differ.append("%s (from %s)" % (path, src))
+        except OSError:
+            pass   # no checkout beside this script: presence is all we can check
+    T.check(not missing, "the package installs the manual pages and the bash, zsh and fish completions "
+            "of accio-server and accio-client (%d files)" % len(DEB_DOCS), "missing: %s" % missing)
+    T.check(not differ, "installed manual pages and completions are doc/ of this checkout",
+            "different: %s" % differ)
+    for prog in ("accio-server", "accio-client"):
+        rc, out = run(["bash", "-c", "source /usr/share/bash-completion/completions/%s && complete -p %s"
+                       % (prog, prog)])
+        T.check(rc == 0 and re.search(r"^complete\b.* -F \S+ (.* )?%s$" % re.escape(prog), out.strip()),
+                "bash completion for %s loads (complete -p: %s)" % (prog, out.strip()), out)
 
 
 # ----------------------------------------------------------------- run mode
@@ -758,6 +806,102 @@ def _saving(port, orig_config):
     lines = wait_for(lambda: (lambda l: l if l == [str(len(uploads[3]))] else [])(stdout_since(nlines)))
     T.check(lines, "[save] journal count line %s after the restart" % len(uploads[3]),
             "got %r" % stdout_since(nlines))
+
+    documented_journal_commands([str(len(uploads[n])) for n in sorted(uploads)], pid2)
+
+
+COUNT_LINE = re.compile(r"^(\d+|ERROR)$")
+# journalctl's default ("short") output: "Dec 06 23:10:00 host IDENT[PID]: MESSAGE".
+SHORT_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ ([^\s\[:]+)(?:\[(\d+)\])?: (.*)$")
+
+
+def run_stdout(argv, timeout=15):
+    """Run argv as a user would; return (rc, stdout lines, stderr)."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return p.returncode, p.stdout.splitlines(), p.stderr
+    except subprocess.TimeoutExpired:
+        return 124, [], "timeout: %s" % " ".join(argv)
+
+
+def short_entries(lines):
+    """(identifier, pid, message) per entry of journalctl's short output;
+    journalctl's own "-- ... --" notes are left out, anything else that does
+    not parse is returned as (None, None, line)."""
+    out = []
+    for line in lines:
+        if line.startswith("-- ") and line.endswith(" --"):
+            continue
+        m = SHORT_LINE.match(line)
+        out.append((m.group(1), m.group(2), m.group(3)) if m else (None, None, line))
+    return out
+
+
+def documented_journal_commands(saved_counts, pid):
+    """The journalctl commands of the README's "Reading the logs", run exactly
+    as written against the packaged service after the uploads: the counts-only
+    command prints exactly the count lines (and, as documented, the ERROR:
+    line of the start this test made fail with a bad configuration: stderr is
+    the same journal stream), the diagnostics-only one the server's own lines
+    and no count line, and -p warning no count line."""
+    # Counts only: exactly the service's stdout stream, in order: count lines,
+    # ending with the counts of the uploads just made, and the one ERROR: line
+    # of the failed start, nothing else.
+    argv = ["journalctl", "-u", "accio-server", "_TRANSPORT=stdout", "-o", "cat"]
+    want = stdout_lines()
+
+    def counts_of(lines):
+        return [l for l in lines if COUNT_LINE.match(l)]
+
+    def counts_only():
+        rc, lines, err = run_stdout(argv)
+        ok = rc == 0 and lines == want and counts_of(lines)[-len(saved_counts):] == saved_counts
+        return (rc, lines, err) if ok else None
+    got = wait_for(counts_only) or run_stdout(argv)
+    rc, lines, err = got
+    counts = counts_of(lines)
+    others = [l for l in lines if not COUNT_LINE.match(l)]
+    T.check(rc == 0 and lines == want and counts[-len(saved_counts):] == saved_counts
+            and len(others) == 1 and others[0].startswith("ERROR: invalid configuration file "),
+            "[logs] %s: the service's %d count lines, ending %s, and the ERROR: line of the failed start, "
+            "nothing else" % (" ".join(argv), len(counts), saved_counts),
+            "rc %d, stderr %r\ngot  %r\nwant %r" % (rc, err, lines, want))
+
+    # Diagnostics only: the start line and one line per connection of this
+    # service process, every line from accio-server, no bare count line.
+    argv = ["journalctl", "-u", "accio-server", "_TRANSPORT=syslog"]
+    started = re.compile(r"^started accio-server \S+: listening on .*\bpid %d\b" % pid)
+    conn = re.compile(r"^connection \d+ from 127\.0\.0\.1:\d+: closed by client, %s bytes in "
+                      % re.escape(saved_counts[-1]))
+
+    def diagnostics_only():
+        rc, lines, err = run_stdout(argv)
+        es = short_entries(lines)
+        ok = (rc == 0 and any(started.match(m) for _, p, m in es)
+              and any(conn.match(m) and p == str(pid) for _, p, m in es))
+        return (rc, es, err) if ok else None
+    got = wait_for(diagnostics_only)
+    rc, lines, err = run_stdout(argv)
+    es = short_entries(lines)
+    T.check(bool(got), "[logs] %s: the start line and the connection line of MainPID %d"
+            % (" ".join(argv), pid), "rc %d, stderr %r\n%s" % (rc, err, "\n".join(lines[-30:])))
+    bare = [m for _, _, m in es if COUNT_LINE.match(m)]
+    other = [(i, m) for i, _, m in es if i != "accio-server"]
+    T.check(rc == 0 and not bare and not other and len(es) > 0,
+            "[logs] %s: %d lines, all from accio-server, no bare count line" % (" ".join(argv), len(es)),
+            "count lines: %r\nother identifiers: %r" % (bare, other))
+
+    # Only problems: no count line (stdout is logged at info); the warnings
+    # and errors of this boot (the idle timeout, the failed reload) are there.
+    argv = ["journalctl", "-u", "accio-server", "-p", "warning"]
+    rc, lines, err = run_stdout(argv)
+    es = short_entries(lines)
+    bare = [m for _, _, m in es if COUNT_LINE.match(m)]
+    ours = [m for i, _, m in es if i == "accio-server"]
+    T.check(rc == 0 and not bare and any("idle timeout" in m for m in ours),
+            "[logs] %s: %d lines, the idle timeout warning among them, no count line"
+            % (" ".join(argv), len(es)),
+            "rc %d, stderr %r\ncount lines: %r\n%s" % (rc, err, bare, "\n".join(lines[-30:])))
 
 
 def self_bind(default_port):

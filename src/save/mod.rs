@@ -34,13 +34,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::FreeSpace;
 use crate::error::Error;
 
+mod check;
+mod part;
+
+pub use check::check;
+use check::{cant_create, cstring, cvt, held_by, locker_pid, open_dir};
+
 const PART_PREFIX: &str = ".accio-";
+
 const PART_SUFFIX: &str = ".part";
+
 /// What the file of a connection that ended with ERROR holds.
 pub const ERROR_CONTENT: &[u8] = b"ERROR";
+
 /// Requested pipe capacity: fewer splice calls per megabyte. Unprivileged
 /// users may get less (`pipe-user-pages-soft`); the default 64 KiB works.
 const PIPE_SIZE: i32 = 1 << 20;
+
 /// With fsync on, written data is pushed to the disk in windows this large,
 /// and the window before is waited for: the final fsync then has at most
 /// two windows left to write.
@@ -101,160 +111,6 @@ pub enum CommitError {
     Abandoned,
     /// fsync, link or rename failed; the marker is written instead.
     Io(io::Error),
-}
-
-fn cant_create(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::CantCreate(format!(
-        "cannot use save directory {}: {what}: {e} (create it writable for the server's user, or choose another --save-dir)",
-        crate::log::quote(&dir.display().to_string())
-    ))
-}
-
-fn cstring(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Open `dir` as a directory without following a symlink at its last
-/// component.
-fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
-    let c = cstring(dir)?;
-    // SAFETY: open(2) with a NUL-terminated path; the fd is ours.
-    let fd = cvt(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: just opened, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// What `--check-config` can tell without creating anything: the path is
-/// usable, DIR is a writable directory or can be created in one, and no
-/// other server holds it.
-pub fn check(dir: &Path) -> Result<(), Error> {
-    let c = cstring(dir).map_err(|e| cant_create(dir, "invalid path", e))?;
-    if c.as_bytes().len() >= libc::PATH_MAX as usize {
-        return Err(cant_create(
-            dir,
-            "invalid path",
-            "it is longer than PATH_MAX",
-        ));
-    }
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return match open_dir(&dir.join(".")) {
-                Ok(fd) => check_open(dir, &fd),
-                Err(e) => Err(cant_create(
-                    dir,
-                    "it is a symlink that leads nowhere usable",
-                    e,
-                )),
-            };
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(cant_create(
-                dir,
-                "it is not a directory",
-                "exists as another kind of file",
-            ));
-        }
-        Ok(_) => {
-            let fd = open_dir(dir).map_err(|e| cant_create(dir, "cannot open it", e))?;
-            return check_open(dir, &fd);
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(cant_create(dir, "cannot inspect it", e)),
-    }
-    let parent = dir
-        .ancestors()
-        .skip(1)
-        .find(|a| a.as_os_str().is_empty() || a.exists())
-        .map(|a| {
-            if a.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                a
-            }
-        })
-        .unwrap_or(Path::new("/"));
-    if !parent.is_dir() {
-        return Err(cant_create(
-            dir,
-            "it cannot be created",
-            format!("{} is not a directory", parent.display()),
-        ));
-    }
-    writable(parent).map_err(|e| cant_create(dir, "it cannot be created", e))
-}
-
-fn writable(p: &Path) -> io::Result<()> {
-    let c = cstring(p)?;
-    // SAFETY: access(2) only reads the NUL-terminated path.
-    cvt(unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) }).map(|_| ())
-}
-
-/// An existing directory: writable and not locked by another server.
-fn check_open(dir: &Path, fd: &OwnedFd) -> Result<(), Error> {
-    writable(dir).map_err(|e| cant_create(dir, "it is not writable", e))?;
-    if let Some(pid) = lock_holder(fd) {
-        return Err(held_by(dir, pid));
-    }
-    Ok(())
-}
-
-fn held_by(dir: &Path, pid: Option<u32>) -> Error {
-    let who = pid.map_or("another process".to_string(), |p| {
-        format!("another server (pid {p})")
-    });
-    Error::CantCreate(format!(
-        "cannot use save directory {}: {who} is saving into it (one server per directory: stop it or choose another --save-dir)",
-        crate::log::quote(&dir.display().to_string())
-    ))
-}
-
-/// `Some(pid)` if another process holds an exclusive flock on `fd`'s
-/// directory (pid from /proc/locks when it can be found).
-fn lock_holder(fd: &OwnedFd) -> Option<Option<u32>> {
-    // SAFETY: flock on a descriptor we own; LOCK_SH|LOCK_NB never blocks,
-    // and the shared lock is released at once.
-    let free = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        // SAFETY: as above.
-        unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
-        return None;
-    }
-    Some(locker_pid(fd))
-}
-
-/// The pid of the process holding a FLOCK on the file behind `fd`, read
-/// from /proc/locks (`N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`).
-fn locker_pid(fd: &OwnedFd) -> Option<u32> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat fills the struct for a valid fd.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).ok()?;
-    let want = format!(
-        "{:02x}:{:02x}:{}",
-        libc::major(st.st_dev),
-        libc::minor(st.st_dev),
-        st.st_ino
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
-            .then(|| f.get(4)?.parse().ok())
-            .flatten()
-    })
 }
 
 impl SaveDir {
@@ -654,62 +510,6 @@ impl SaveDir {
     }
 }
 
-/// fsync(2) in a process of its own that shares our memory and files
-/// (`clone` with `CLONE_VM | CLONE_FILES | CLONE_VFORK`), while the calling
-/// disk thread waits for it.
-///
-/// Why: a thread in fsync can sit in an uninterruptible wait (a FUSE file
-/// system answers when it likes; ext4 waits for the device), and a process
-/// cannot exit before all its threads have. The vfork wait of the calling
-/// thread is killable, so a stop that ends while an fsync is under way
-/// exits at once; the detached fsync finishes on its own and nobody waits
-/// for it. Where `clone` fails, the fsync runs here.
-fn fsync_detached(fd: RawFd) -> io::Result<()> {
-    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
-        // Only system calls here: this runs on a borrowed stack, with the
-        // suspended caller's thread state.
-        // SAFETY: fsync on a descriptor of the shared file table.
-        if unsafe { libc::fsync(arg as usize as libc::c_int) } == 0 {
-            0
-        } else {
-            // SAFETY: errno of the shared thread state, set just now.
-            unsafe { *libc::__errno_location() }
-        }
-    }
-    let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the stack grows down from its 16-byte-aligned end; the child
-    // only makes system calls; CLONE_VFORK suspends us until it exits, so
-    // the stack outlives it unless the whole process ends first, and then
-    // nothing frees it.
-    let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len());
-        let top = top.sub(top as usize % 16);
-        libc::clone(
-            child,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
-            fd as usize as *mut libc::c_void,
-        )
-    };
-    if pid < 0 {
-        // SAFETY: fsync on our own descriptor.
-        return cvt(unsafe { libc::fsync(fd) }).map(|_| ());
-    }
-    let mut status = 0;
-    // SAFETY: reaping the child we just made.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    drop(stack);
-    match libc::WEXITSTATUS(status) {
-        0 if libc::WIFEXITED(status) => Ok(()),
-        errno if libc::WIFEXITED(status) => Err(io::Error::from_raw_os_error(errno)),
-        _ => Err(io::Error::other("the fsync process was killed")),
-    }
-}
-
 fn final_name(number: u64) -> CString {
     CString::new(format!("{number}.file")).unwrap_or_default()
 }
@@ -732,176 +532,4 @@ fn random() -> u64 {
         return t ^ u64::from(std::process::id()).rotate_left(32);
     }
     u64::from_ne_bytes(buf)
-}
-
-impl Part {
-    fn file(&mut self) -> io::Result<&mut File> {
-        if self.file.is_none() {
-            if self.dir.exiting.load(Ordering::Relaxed) {
-                return Err(io::Error::other("the server stopped first"));
-            }
-            let (file, name) = self.dir.create_temp()?;
-            lock(&self.dir.live).insert(self.id, (file.as_raw_fd(), name.clone()));
-            self.name = name;
-            self.file = Some(file);
-        }
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no temporary file"))
-    }
-
-    /// Move `amount` bytes, known to be in the pipe, into the file.
-    /// Returns how many moved; an error is the file's (or the disk's).
-    pub fn drain(
-        &mut self,
-        amount: usize,
-        fsync: bool,
-        abandon: &AtomicBool,
-    ) -> (usize, Option<io::Error>) {
-        match self.dir.space() {
-            Ok((free, floor)) if floor > 0 && free.saturating_sub(amount as u64) < floor => {
-                return (
-                    0,
-                    Some(io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        format!(
-                            "the file system is nearly full: {} free, min_free_space keeps {}",
-                            crate::units::bytes(free),
-                            crate::units::bytes(floor)
-                        ),
-                    )),
-                );
-            }
-            _ => {}
-        }
-        let pipe = self.pipe.as_raw_fd();
-        let file = match self.file() {
-            Ok(f) => f.as_raw_fd(),
-            Err(e) => return (0, Some(e)),
-        };
-        let mut moved = 0;
-        while moved < amount {
-            if abandon.load(Ordering::Relaxed) {
-                return (moved, Some(io::Error::other("the server stopped first")));
-            }
-            // SAFETY: splice between fds we own; null offsets use the file
-            // position.
-            let n = unsafe {
-                libc::splice(
-                    pipe,
-                    std::ptr::null_mut(),
-                    file,
-                    std::ptr::null_mut(),
-                    amount - moved,
-                    libc::SPLICE_F_MOVE,
-                )
-            };
-            if n <= 0 {
-                let e = if n == 0 {
-                    io::Error::new(io::ErrorKind::WriteZero, "the file accepted no data")
-                } else {
-                    io::Error::last_os_error()
-                };
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return (moved, Some(e));
-            }
-            moved += n as usize;
-            self.written += n as u64;
-            if fsync && self.written - self.pushed >= SYNC_WINDOW {
-                self.push(file);
-            }
-        }
-        (moved, None)
-    }
-
-    /// Start writing out the new window and wait for the one before it,
-    /// so dirty pages stay bounded and the final fsync is short.
-    fn push(&mut self, fd: RawFd) {
-        let start = self.pushed as i64;
-        let len = (self.written - self.pushed) as i64;
-        // SAFETY: sync_file_range on our own file; errors show up at fsync.
-        unsafe {
-            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
-            if start > 0 {
-                let before = start.saturating_sub(SYNC_WINDOW as i64 * 2).max(0);
-                libc::sync_file_range(
-                    fd,
-                    before,
-                    start - before,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
-        }
-        self.pushed = self.written;
-    }
-
-    /// The transfer is complete: make it durable (with `fsync`) and give it
-    /// the name `N.file`, unless the stop came first. On failure other than
-    /// a taken name, the temporary is dropped and the marker written.
-    pub fn commit(
-        mut self,
-        number: u64,
-        fsync: bool,
-        abandon: &AtomicBool,
-    ) -> Result<PathBuf, CommitError> {
-        let name = final_name(number);
-        let target = self.dir.path.join(format!("{number}.file"));
-        let done = (|| {
-            let file = self.file().map_err(CommitError::Io)?;
-            if fsync {
-                fsync_detached(file.as_raw_fd()).map_err(CommitError::Io)?;
-            }
-            if abandon.load(Ordering::Relaxed) {
-                return Err(CommitError::Abandoned);
-            }
-            let file = self.file.take().ok_or(CommitError::Abandoned)?;
-            let linked = self.dir.link(&file, self.name.as_deref(), &name);
-            self.file = Some(file);
-            match linked {
-                Ok(()) => {
-                    // The temporary name (if any) is gone with the rename.
-                    self.name = None;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    return Err(CommitError::NameTaken(target.clone()));
-                }
-                Err(e) => return Err(CommitError::Io(e)),
-            }
-            if fsync {
-                fsync_detached(self.dir.dir.as_raw_fd()).map_err(CommitError::Io)?;
-            }
-            Ok(target.clone())
-        })();
-        if let Err(CommitError::Io(_)) = &done {
-            let dir = Arc::clone(&self.dir);
-            drop(self);
-            // The failure is what gets reported; a marker that cannot be
-            // written either changes nothing for the client.
-            let _ = dir.mark_error(number);
-        }
-        done
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        if self.file.is_none() {
-            return;
-        }
-        if self.dir.exiting.load(Ordering::Relaxed) {
-            // The exit handover closes it in another process.
-            if let Some(f) = self.file.take() {
-                std::mem::forget(f);
-            }
-            return;
-        }
-        lock(&self.dir.live).remove(&self.id);
-        if let Some(name) = self.name.take() {
-            self.dir.unlink(&name);
-        }
-    }
 }

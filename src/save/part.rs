@@ -1,0 +1,233 @@
+//! One connection's temporary file, written by a disk thread: moving the
+//! bytes from the pipe, pushing them to the disk in windows, and the
+//! commit (fsync, link, directory fsync) that makes it `N.file`.
+
+use super::*;
+
+/// fsync(2) in a process of its own that shares our memory and files
+/// (`clone` with `CLONE_VM | CLONE_FILES | CLONE_VFORK`), while the calling
+/// disk thread waits for it.
+///
+/// Why: a thread in fsync can sit in an uninterruptible wait (a FUSE file
+/// system answers when it likes; ext4 waits for the device), and a process
+/// cannot exit before all its threads have. The vfork wait of the calling
+/// thread is killable, so a stop that ends while an fsync is under way
+/// exits at once; the detached fsync finishes on its own and nobody waits
+/// for it. Where `clone` fails, the fsync runs here.
+pub(super) fn fsync_detached(fd: RawFd) -> io::Result<()> {
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // Only system calls here: this runs on a borrowed stack, with the
+        // suspended caller's thread state.
+        // SAFETY: fsync on a descriptor of the shared file table.
+        if unsafe { libc::fsync(arg as usize as libc::c_int) } == 0 {
+            0
+        } else {
+            // SAFETY: errno of the shared thread state, set just now.
+            unsafe { *libc::__errno_location() }
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the stack grows down from its 16-byte-aligned end; the child
+    // only makes system calls; CLONE_VFORK suspends us until it exits, so
+    // the stack outlives it unless the whole process ends first, and then
+    // nothing frees it.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
+            fd as usize as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        // SAFETY: fsync on our own descriptor.
+        return cvt(unsafe { libc::fsync(fd) }).map(|_| ());
+    }
+    let mut status = 0;
+    // SAFETY: reaping the child we just made.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    drop(stack);
+    match libc::WEXITSTATUS(status) {
+        0 if libc::WIFEXITED(status) => Ok(()),
+        errno if libc::WIFEXITED(status) => Err(io::Error::from_raw_os_error(errno)),
+        _ => Err(io::Error::other("the fsync process was killed")),
+    }
+}
+
+impl Part {
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            if self.dir.exiting.load(Ordering::Relaxed) {
+                return Err(io::Error::other("the server stopped first"));
+            }
+            let (file, name) = self.dir.create_temp()?;
+            lock(&self.dir.live).insert(self.id, (file.as_raw_fd(), name.clone()));
+            self.name = name;
+            self.file = Some(file);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no temporary file"))
+    }
+
+    /// Move `amount` bytes, known to be in the pipe, into the file.
+    /// Returns how many moved; an error is the file's (or the disk's).
+    pub fn drain(
+        &mut self,
+        amount: usize,
+        fsync: bool,
+        abandon: &AtomicBool,
+    ) -> (usize, Option<io::Error>) {
+        match self.dir.space() {
+            Ok((free, floor)) if floor > 0 && free.saturating_sub(amount as u64) < floor => {
+                return (
+                    0,
+                    Some(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "the file system is nearly full: {} free, min_free_space keeps {}",
+                            crate::units::bytes(free),
+                            crate::units::bytes(floor)
+                        ),
+                    )),
+                );
+            }
+            _ => {}
+        }
+        let pipe = self.pipe.as_raw_fd();
+        let file = match self.file() {
+            Ok(f) => f.as_raw_fd(),
+            Err(e) => return (0, Some(e)),
+        };
+        let mut moved = 0;
+        while moved < amount {
+            if abandon.load(Ordering::Relaxed) {
+                return (moved, Some(io::Error::other("the server stopped first")));
+            }
+            // SAFETY: splice between fds we own; null offsets use the file
+            // position.
+            let n = unsafe {
+                libc::splice(
+                    pipe,
+                    std::ptr::null_mut(),
+                    file,
+                    std::ptr::null_mut(),
+                    amount - moved,
+                    libc::SPLICE_F_MOVE,
+                )
+            };
+            if n <= 0 {
+                let e = if n == 0 {
+                    io::Error::new(io::ErrorKind::WriteZero, "the file accepted no data")
+                } else {
+                    io::Error::last_os_error()
+                };
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return (moved, Some(e));
+            }
+            moved += n as usize;
+            self.written += n as u64;
+            if fsync && self.written - self.pushed >= SYNC_WINDOW {
+                self.push(file);
+            }
+        }
+        (moved, None)
+    }
+
+    /// Start writing out the new window and wait for the one before it,
+    /// so dirty pages stay bounded and the final fsync is short.
+    fn push(&mut self, fd: RawFd) {
+        let start = self.pushed as i64;
+        let len = (self.written - self.pushed) as i64;
+        // SAFETY: sync_file_range on our own file; errors show up at fsync.
+        unsafe {
+            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
+            if start > 0 {
+                let before = start.saturating_sub(SYNC_WINDOW as i64 * 2).max(0);
+                libc::sync_file_range(
+                    fd,
+                    before,
+                    start - before,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        self.pushed = self.written;
+    }
+
+    /// The transfer is complete: make it durable (with `fsync`) and give it
+    /// the name `N.file`, unless the stop came first. On failure other than
+    /// a taken name, the temporary is dropped and the marker written.
+    pub fn commit(
+        mut self,
+        number: u64,
+        fsync: bool,
+        abandon: &AtomicBool,
+    ) -> Result<PathBuf, CommitError> {
+        let name = final_name(number);
+        let target = self.dir.path.join(format!("{number}.file"));
+        let done = (|| {
+            let file = self.file().map_err(CommitError::Io)?;
+            if fsync {
+                fsync_detached(file.as_raw_fd()).map_err(CommitError::Io)?;
+            }
+            if abandon.load(Ordering::Relaxed) {
+                return Err(CommitError::Abandoned);
+            }
+            let file = self.file.take().ok_or(CommitError::Abandoned)?;
+            let linked = self.dir.link(&file, self.name.as_deref(), &name);
+            self.file = Some(file);
+            match linked {
+                Ok(()) => {
+                    // The temporary name (if any) is gone with the rename.
+                    self.name = None;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(CommitError::NameTaken(target.clone()));
+                }
+                Err(e) => return Err(CommitError::Io(e)),
+            }
+            if fsync {
+                fsync_detached(self.dir.dir.as_raw_fd()).map_err(CommitError::Io)?;
+            }
+            Ok(target.clone())
+        })();
+        if let Err(CommitError::Io(_)) = &done {
+            let dir = Arc::clone(&self.dir);
+            drop(self);
+            // The failure is what gets reported; a marker that cannot be
+            // written either changes nothing for the client.
+            let _ = dir.mark_error(number);
+        }
+        done
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            return;
+        }
+        if self.dir.exiting.load(Ordering::Relaxed) {
+            // The exit handover closes it in another process.
+            if let Some(f) = self.file.take() {
+                std::mem::forget(f);
+            }
+            return;
+        }
+        lock(&self.dir.live).remove(&self.id);
+        if let Some(name) = self.name.take() {
+            self.dir.unlink(&name);
+        }
+    }
+}
