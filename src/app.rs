@@ -41,7 +41,7 @@ pub unsafe fn main(argv: Vec<std::ffi::OsString>) -> Result<Option<String>, Erro
         (None, true) => {
             return Err(Error::Usage(format!(
                 "missing PORT: give it as an argument (server 5000) or as `port` in the --config file\n{}",
-                cli::usage_hint(cli::USAGE)
+                crate::cmdline::usage_hint(cli::USAGE)
             )));
         }
     };

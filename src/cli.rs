@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command, value_parser};
 
+use crate::cmdline::{Matched, Section, get_matches, port_arg, program};
 use crate::error::Error;
 
 /// What the user asked for on the command line, before any file is read.
@@ -39,13 +40,6 @@ pub enum Action {
 
 const ABOUT: &str = "Accio protocol server: greets every TCP client with \"accio\\r\\n\", \
 counts the bytes it sends until it closes, and prints one line per connection on stdout.";
-
-/// A titled part of the manual after the options: in `--help` and, as its
-/// own section, in the man page. An item with an empty term is a paragraph.
-pub struct Section {
-    pub title: &'static str,
-    pub items: &'static [(&'static str, &'static str)],
-}
 
 /// The manual beyond the options; one source for `--help` and accio-server(8).
 pub const MANUAL: &[Section] = &[
@@ -199,64 +193,6 @@ pub const MANUAL: &[Section] = &[
     },
 ];
 
-/// Word-wrap `text` to `width` columns, each line indented by `indent`.
-fn wrap(text: &str, indent: usize, width: usize) -> String {
-    let mut out = String::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && indent + line.len() + 1 + word.len() > width {
-            out.push_str(&format!("{:indent$}{line}\n", ""));
-            line.clear();
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        out.push_str(&format!("{:indent$}{line}\n", ""));
-    }
-    out
-}
-
-/// Render manual sections as plain text for clap's `after_help`.
-pub fn render_manual(sections: &[Section]) -> String {
-    let mut out = String::new();
-    for section in sections {
-        out.push_str(section.title);
-        out.push('\n');
-        for (term, text) in section.items {
-            if term.is_empty() {
-                out.push_str(&wrap(text, 4, 80));
-            } else {
-                out.push_str(&format!("    {term}\n"));
-                out.push_str(&wrap(text, 8, 80));
-            }
-        }
-        out.push('\n');
-    }
-    out.trim_end().to_string()
-}
-
-/// How both programs' clap definitions begin: name, version, summary, and
-/// the manual after the options.
-pub fn program(name: &'static str, about: &'static str, manual: &[Section]) -> Command {
-    Command::new(name)
-        .version(env!("CARGO_PKG_VERSION"))
-        .about(about)
-        .after_help(render_manual(manual))
-}
-
-/// A PORT argument, parsed by [`parse_port`]. Negative numbers are let
-/// through to it, so `-1` gets the port message, not "unknown option".
-pub fn port_arg(help: &'static str) -> Arg {
-    Arg::new("port")
-        .value_name("PORT")
-        .help(help)
-        .allow_negative_numbers(true)
-        .value_parser(parse_port)
-}
-
 /// The clap definition; also the source of the man page.
 pub fn command() -> Command {
     program("server", ABOUT, MANUAL)
@@ -303,46 +239,6 @@ pub fn command() -> Command {
 /// The server's synopsis, for usage hints.
 pub const USAGE: &str = "server [OPTIONS] [PORT]";
 
-/// What clap made of argv, in the contract's terms.
-pub enum Matched {
-    Args(clap::ArgMatches),
-    /// Help or version text for stdout, after which the process exits 0.
-    Print(String),
-}
-
-/// Run clap without letting it exit: help and version become text to
-/// print, any other error the one-line usage message (`Err`) that the
-/// caller turns into `ERROR:` and exit 64.
-pub fn get_matches<I, T>(cmd: Command, argv: I, usage: &str) -> Result<Matched, String>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-    match cmd.try_get_matches_from(&argv) {
-        Ok(m) => Ok(Matched::Args(m)),
-        Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp => Ok(Matched::Print(e.to_string())),
-            // As the program was invoked: accio-server once installed.
-            clap::error::ErrorKind::DisplayVersion => {
-                let name = argv
-                    .first()
-                    .and_then(|a| std::path::Path::new(a).file_name())
-                    .map_or(
-                        usage.split_whitespace().next().unwrap_or_default().into(),
-                        |n| n.to_string_lossy(),
-                    );
-                Ok(Matched::Print(format!(
-                    "{} {}\n",
-                    crate::log::clean(&name, 100),
-                    env!("CARGO_PKG_VERSION")
-                )))
-            }
-            _ => Err(usage_message(&e.to_string(), usage)),
-        },
-    }
-}
-
 /// Parse argv (including the program name) into an [`Action`].
 pub fn parse<I, T>(argv: I) -> Result<Action, Error>
 where
@@ -363,62 +259,10 @@ where
     }))
 }
 
-/// The second line of every usage error: the synopsis and where to read on.
-pub fn usage_hint(usage: &str) -> String {
-    let program = usage.split_whitespace().next().unwrap_or(usage);
-    format!("Usage: {usage}; try '{program} --help'")
-}
-
-/// Turn clap's multi-line `error: ...` report into one `ERROR:` line plus
-/// a hint: the lines up to the first blank one are one sentence (the
-/// missing arguments are listed on the lines after the first).
-fn usage_message(clap_text: &str, usage: &str) -> String {
-    let first: Vec<&str> = clap_text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let first = if first.is_empty() {
-        "invalid command line".to_string()
-    } else {
-        first.join(" ")
-    };
-    let first = first.strip_prefix("error: ").unwrap_or(&first);
-    let first = crate::log::clean(first, 600);
-    let tip = clap_text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("tip:"))
-        .map(|t| format!("\n  {t}"))
-        .unwrap_or_default();
-    format!("{first}{tip}\n{}", usage_hint(usage))
-}
-
-/// PORT as the command line takes it: ASCII digits only (leading zeros allowed),
-/// value 1 to 65535.
-pub fn parse_port(s: &str) -> Result<u16, String> {
-    let bad = || {
-        format!(
-            "PORT must be a number from 1 to 65535 written in digits, not {}",
-            crate::log::quote(s)
-        )
-    };
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let significant = s.trim_start_matches('0');
-    if significant.len() > 5 {
-        return Err(bad());
-    }
-    match significant.parse::<u32>() {
-        Ok(n @ 1..=65535) => Ok(n as u16),
-        _ => Err(bad()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmdline::parse_port;
 
     #[test]
     fn port_accepts_digits_in_range() {

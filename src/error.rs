@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::exit;
+
 /// A reason to refuse to start, with a message a user can act on.
 #[derive(Debug)]
 pub enum Error {
@@ -20,14 +22,13 @@ pub enum Error {
     CantCreate(String),
 }
 
-impl Error {
-    /// The process exit code for this error, from sysexits.h.
-    pub fn exit_code(&self) -> u8 {
+impl exit::Status for Error {
+    fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 64,
-            Error::Config(_) => 78,
-            Error::Os(_) => 71,
-            Error::CantCreate(_) => 73,
+            Error::Usage(_) => exit::USAGE,
+            Error::Config(_) => exit::CONFIG,
+            Error::Os(_) => exit::OSERR,
+            Error::CantCreate(_) => exit::CANTCREAT,
         }
     }
 }

@@ -6,9 +6,12 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: argv to [`cli::Args`]; strict PORT; usage errors.
+//! - [`cli`]: the server's argv to [`cli::Args`].
+//! - [`cmdline`]: what both command lines share: manual, clap skeleton,
+//!   usage errors, strict PORT.
 //! - [`config`]: the TOML file to [`config::Settings`]; reload diffs.
 //! - [`error`]: startup errors and their sysexits codes.
+//! - [`exit`]: the exit statuses of both programs, and `report`.
 //! - [`listener`]: sockets inherited from systemd, or bound here.
 //! - [`server`]: the event loop: accept, limits, timers, stop, reload.
 //! - [`admission`]: who gets a greeting; refusals and their reports.
@@ -30,10 +33,12 @@ pub mod admission;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod cmdline;
 pub mod config;
 pub mod connection;
 pub mod disk;
 pub mod error;
+pub mod exit;
 pub mod listener;
 pub mod log;
 pub mod notify;

@@ -92,9 +92,7 @@ fn activate_on_free_ports(
 fn transfer_to(addr: SocketAddr, payload: &[u8]) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    s.read_exact(&mut g).expect("greeting");
-    assert_eq!(&g, GREETING);
+    assert!(greeted(&mut s), "greeting");
     s.write_all(payload).expect("send");
     finish(s);
 }
@@ -167,8 +165,7 @@ fn ready_is_sent_after_activation() {
     let ready = notify.wait_for("READY=1");
     assert!(ready.contains("STATUS="), "{ready}");
     first.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    first.read_exact(&mut g).expect("greeting");
+    assert!(greeted(&mut first), "greeting");
     finish(first);
     assert_eq!(a.stdout.expect(), "0");
     stop(a);

@@ -43,8 +43,10 @@ fn permission_denied_is_an_os_error() {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024);
-    if !is_root() || !have("setpriv") || start <= 1 {
-        eprintln!("skipped: needs root, setpriv and privileged low ports");
+    if !prerequisite(
+        is_root() && have("setpriv") && start > 1,
+        "root, setpriv and privileged low ports",
+    ) {
         return;
     }
     // Run the real binary as user nobody, which may not bind port 1.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use accio_server::cli::{self, Action};
 use accio_server::config;
 use accio_server::error::Error;
+use accio_server::exit::Status;
 use proptest::prelude::*;
 use proptest::test_runner::Config as PropConfig;
 
@@ -101,7 +102,7 @@ fn check_cli(argv: &[OsString]) -> Result<(), TestCaseError> {
                     argv[1..]
                         .iter()
                         .filter_map(|a| a.to_str())
-                        .any(|a| cli::parse_port(a) == Ok(p)),
+                        .any(|a| accio_server::cmdline::parse_port(a) == Ok(p)),
                     "port {p} from nowhere: {argv:?}"
                 );
             }
@@ -533,7 +534,7 @@ proptest! {
             let lib = std::str::from_utf8(&bytes)
                 .ok()
                 .map(|t| config::from_str(t, &file));
-            let port_ok = port.map(cli::parse_port);
+            let port_ok = port.map(accio_server::cmdline::parse_port);
             let expect = match (lib, port_ok) {
                 (_, Some(Err(_))) => 64,
                 (None, _) | (Some(Err(_)), _) => 78,

@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{GREETING, Lines, WAIT, free_port, have, is_root};
+use common::{Lines, WAIT, free_port, greeted, have, is_root};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -423,11 +423,9 @@ fn signal(pid: i32, sig: i32) {
 /// Connect, read the greeting; returns the stream and its local address
 /// (the peer the server logs).
 fn connect(port: u16) -> (TcpStream, SocketAddr) {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("read timeout");
-    let mut g = [0u8; 7];
-    (&s).read_exact(&mut g).expect("greeting");
-    assert_eq!(&g, GREETING);
+    assert!(greeted(&mut s), "greeting");
     let local = s.local_addr().expect("local addr");
     (s, local)
 }

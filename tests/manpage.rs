@@ -25,7 +25,7 @@ fn render() -> Vec<u8> {
 fn render_page(
     cmd: clap::Command,
     section: &str,
-    manual: &[accio_server::cli::Section],
+    manual: &[accio_server::cmdline::Section],
     see_also: &str,
 ) -> Vec<u8> {
     let man_cmd = cmd.clone();

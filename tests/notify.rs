@@ -181,8 +181,7 @@ fn without_notify_socket_everything_still_works() {
         }
     };
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    std::io::Read::read_exact(&mut s, &mut g).expect("greeting");
+    assert!(greeted(&mut s), "greeting");
     finish(s);
     assert_eq!(stdout.expect(), "0");
     // SAFETY: kill(2) on our own unreaped child.0.

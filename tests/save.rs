@@ -65,8 +65,7 @@ fn a_concurrent_mix_is_saved_exactly() {
                 );
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_read_timeout(Some(WAIT)).expect("timeout");
-                let mut g = [0u8; 7];
-                s.read_exact(&mut g).expect("greeting");
+                assert!(greeted(&mut s), "greeting");
                 for chunk in data.chunks(65_536) {
                     s.write_all(chunk).expect("send");
                 }
@@ -188,8 +187,10 @@ fn no_partial_file_is_ever_visible() {
 
 #[test]
 fn disk_full_fails_that_connection_only() {
-    if !is_root() || !have("unshare") {
-        eprintln!("skipped: needs root and unshare for a private 1 MiB tmpfs");
+    if !prerequisite(
+        is_root() && have("unshare"),
+        "root and unshare for a private 1 MiB tmpfs",
+    ) {
         return;
     }
     let tmp = TempDir::new("save-full");
@@ -222,8 +223,7 @@ fn disk_full_fails_that_connection_only() {
     let greet = || {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut g = [0u8; 7];
-        s.read_exact(&mut g).expect("greeting");
+        assert!(greeted(&mut s), "greeting");
         s
     };
     // 1: 4 MiB into a 1 MiB file system.
@@ -342,10 +342,12 @@ fn save_dir_from_the_config_file_and_the_option_wins() {
 #[test]
 fn server_py_with_a_directory_saves_files() {
     let root = env!("CARGO_MANIFEST_DIR");
-    if !Path::new(root).join("target/release/server").exists() {
-        eprintln!("skipped: build the release binary first");
-        return;
-    }
+    // server.py runs target/release/server, which `cargo test --release`
+    // has built (BIN is that file).
+    assert!(
+        Path::new(root).join("target/release/server").exists(),
+        "target/release/server is missing: run the tests with --release"
+    );
     let tmp = TempDir::new("save-py");
     let dir = tmp.path("files");
     let port = free_port();
@@ -367,8 +369,7 @@ fn server_py_with_a_directory_saves_files() {
         }
     };
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    s.read_exact(&mut g).expect("greeting");
+    assert!(greeted(&mut s), "greeting");
     s.write_all(b"assignment").expect("send");
     finish(s);
     assert_eq!(stdout.expect(), "10");

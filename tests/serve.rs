@@ -84,7 +84,9 @@ fn a_new_client_is_greeted_before_ended_connections_get_their_lines() {
         }
         if Instant::now() >= deadline {
             assert!(!wchan_shown, "the server never waited in epoll_wait");
-            eprintln!("skipped: /proc/PID/wchan is not available here");
+            // Without wait channels this cannot be observed: a failure
+            // under CI, a note elsewhere.
+            prerequisite(false, "/proc/PID/wchan (a kernel that shows wait channels)");
             return;
         }
         thread::sleep(Duration::from_millis(1));
@@ -100,9 +102,7 @@ fn a_new_client_is_greeted_before_ended_connections_get_their_lines() {
     let mut new = TcpStream::connect(server.addr()).expect("connect");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
-    let mut greeting = [0u8; 7];
-    new.read_exact(&mut greeting).expect("greeting");
-    assert_eq!(&greeting, GREETING);
+    assert!(greeted(&mut new), "greeting");
     finish(ended);
     assert_eq!(server.stdout.expect(), "0");
     finish(new);
@@ -209,18 +209,14 @@ fn at_most_64_at_once_the_rest_wait_in_the_backlog() {
     waiting
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
-    let mut g = [0u8; 7];
     assert!(
-        waiting.read_exact(&mut g).is_err(),
+        !greeted(&mut waiting),
         "65th was greeted while 64 were open"
     );
     finish(open.pop().expect("one"));
     assert_eq!(server.stdout.expect(), "0");
     waiting.set_read_timeout(Some(WAIT)).expect("timeout");
-    waiting
-        .read_exact(&mut g)
-        .expect("greeting once a slot is free");
-    assert_eq!(&g, GREETING);
+    assert!(greeted(&mut waiting), "greeting once a slot is free");
     waiting.write_all(b"12").expect("send");
     finish(waiting);
     assert_eq!(server.stdout.expect(), "2");
@@ -234,12 +230,11 @@ fn max_connections_1_is_strictly_sequential() {
     second
         .set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
-    let mut g = [0u8; 7];
-    assert!(second.read_exact(&mut g).is_err());
+    assert!(!greeted(&mut second));
     finish(first);
     assert_eq!(server.stdout.expect(), "0");
     second.set_read_timeout(Some(WAIT)).expect("timeout");
-    second.read_exact(&mut g).expect("greeting");
+    assert!(greeted(&mut second), "greeting");
     finish(second);
     assert_eq!(server.stdout.expect(), "0");
 }
@@ -253,8 +248,7 @@ fn many_concurrent_transfers_are_all_counted() {
             thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_read_timeout(Some(WAIT)).expect("timeout");
-                let mut g = [0u8; 7];
-                s.read_exact(&mut g).expect("greeting");
+                assert!(greeted(&mut s), "greeting");
                 s.write_all(&vec![0u8; i * 10_007]).expect("send");
                 finish(s);
             })
@@ -307,8 +301,7 @@ fn idle_server_and_idle_connections_use_no_cpu() {
 
 #[test]
 fn out_of_file_descriptors_is_reported_once_retried_and_does_not_spin() {
-    if !have("prlimit") {
-        eprintln!("skipped: prlimit not installed");
+    if !prerequisite(have("prlimit"), "prlimit (util-linux)") {
         return;
     }
     // The limit lowered under a running server (at start it would size
@@ -333,9 +326,7 @@ fn out_of_file_descriptors_is_reported_once_retried_and_does_not_spin() {
     );
     // Free the accepted ones one by one; all 30 are served in the end.
     for s in clients.iter_mut() {
-        let mut g = [0u8; 7];
-        s.read_exact(&mut g)
-            .expect("every client is greeted eventually");
+        assert!(greeted(s), "every client is greeted eventually");
         s.shutdown(std::net::Shutdown::Write).expect("shutdown");
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).expect("close");
@@ -428,8 +419,7 @@ fn server_py_runs_the_release_binary() {
         }
     };
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    s.read_exact(&mut g).expect("greeting");
+    assert!(greeted(&mut s), "greeting");
     s.write_all(b"py").expect("send");
     finish(s);
     assert_eq!(stdout.expect(), "2");

@@ -168,8 +168,7 @@ fn broken_stdout_logs_the_count_and_keeps_serving() {
 fn transfer_raw(addr: std::net::SocketAddr, payload: &[u8]) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut g = [0u8; 7];
-    std::io::Read::read_exact(&mut s, &mut g).expect("greeting");
+    assert!(greeted(&mut s), "greeting");
     s.write_all(payload).expect("send");
     finish(s);
 }

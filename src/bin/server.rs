@@ -1,20 +1,8 @@
-//! `server`: the accio-server daemon. All logic is in the library; this only
-//! maps the result to output and an exit code (see `--help`, EXIT STATUS).
+//! `server` (installed as accio-server): all logic is in the library.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // SAFETY: nothing has started a thread yet.
-    match unsafe { accio_server::app::main(std::env::args_os().collect()) } {
-        Ok(Some(text)) => {
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr().lock(), "ERROR: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    accio_server::exit::report(unsafe { accio_server::app::main(std::env::args_os().collect()) })
 }

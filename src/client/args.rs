@@ -230,13 +230,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Status;
 
-    pub(super) fn run(argv: &[&str]) -> Result<Action, Error> {
+    fn run(argv: &[&str]) -> Result<Action, Error> {
         parse(argv)
     }
 
     #[test]
-    pub(super) fn parses_host_port_file() {
+    fn parses_host_port_file() {
         match run(&["client", "localhost", "05000", "-"]) {
             Ok(Action::Run(a)) => {
                 assert_eq!(a.host, "localhost");
@@ -260,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn usage_errors_are_64_and_one_error_line() {
+    fn usage_errors_are_64_and_one_error_line() {
         for argv in [
             vec!["client"],
             vec!["client", "h", "1"],
@@ -287,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn help_and_version_are_printed() {
+    fn help_and_version_are_printed() {
         for argv in [["client", "--help"], ["client", "-V"]] {
             assert!(matches!(run(&argv), Ok(Action::Print(_))), "{argv:?}");
         }

@@ -2,6 +2,7 @@
 //! 128 + a signal), and its text says what failed and what to do.
 
 use super::*;
+use crate::exit;
 
 /// Why a transfer did not happen or did not finish. The variant decides the
 /// exit code; the text is the rest of the `ERROR:` line.
@@ -25,17 +26,16 @@ pub enum Error {
     Signal(c_int, String),
 }
 
-impl Error {
-    /// The process exit code for this error, from sysexits.h, or 128 + the
-    /// signal's number.
-    pub fn exit_code(&self) -> u8 {
+/// From sysexits.h, or 128 + the signal's number, as shells report it.
+impl exit::Status for Error {
+    fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 64,
-            Error::NoInput(_) => 66,
-            Error::NoHost(_) => 68,
-            Error::Unavailable(_) => 69,
-            Error::Timeout(_) => 75,
-            Error::Protocol(_) => 76,
+            Error::Usage(_) => exit::USAGE,
+            Error::NoInput(_) => exit::NOINPUT,
+            Error::NoHost(_) => exit::NOHOST,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
+            Error::Timeout(_) => exit::TEMPFAIL,
+            Error::Protocol(_) => exit::PROTOCOL,
             Error::Signal(sig, _) => u8::try_from(128 + sig).unwrap_or(u8::MAX),
         }
     }
@@ -69,10 +69,11 @@ pub(super) fn describe(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Status;
     use libc::{SIGHUP, SIGINT, SIGTERM};
 
     #[test]
-    pub(super) fn exit_codes() {
+    fn exit_codes() {
         let codes: Vec<u8> = [
             Error::Usage(String::new()),
             Error::NoInput(String::new()),

@@ -37,7 +37,7 @@
 //! whose text says what failed and what to do; the binary prints them as
 //! one `ERROR:` line. Parsing mirrors [`crate::cli`]: clap renders help and
 //! version, every usage error becomes one line and exit 64, and PORT uses
-//! the same strict [`parse_port`](crate::cli::parse_port).
+//! the same strict [`parse_port`](crate::cmdline::parse_port).
 
 mod args;
 mod error;
@@ -74,7 +74,7 @@ use libc::{c_int, c_short};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::{Matched, Section, get_matches, port_arg, program, usage_hint};
+use crate::cmdline::{Matched, Section, get_matches, port_arg, program, usage_hint};
 use crate::connection::GREETING;
 
 /// Every wait (connect, greeting, a stalled send, the server's close) gives

@@ -398,7 +398,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn progress_lines_fit_every_width() {
+    fn progress_lines_fit_every_width() {
         let snaps = [
             Snapshot {
                 elapsed: Duration::from_secs(3725),
@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn clock_eta_and_bar() {
+    fn clock_eta_and_bar() {
         assert_eq!(clock(Duration::from_millis(59_999)), "0:59");
         assert_eq!(clock(Duration::from_secs(3599)), "59:59");
         assert_eq!(clock(Duration::from_secs(3600)), "1:00:00");

@@ -17,7 +17,7 @@ pub mod slowfs;
 pub use ports::free_port;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_server");
-pub const GREETING: &[u8] = b"accio\r\n";
+pub use accio_server::connection::GREETING;
 pub const WAIT: Duration = Duration::from_secs(10);
 /// PORT arguments the server must refuse (exit 64, the value quoted).
 pub const BAD_PORTS: &[&str] = &[
@@ -317,8 +317,7 @@ impl Traced {
     /// Start a default server, recording the calls in `calls` (strace's
     /// `trace=` list); None, with a note, where strace is not installed.
     pub fn start(calls: &str) -> Option<Traced> {
-        if !have("strace") {
-            eprintln!("skipped: strace not installed");
+        if !prerequisite(have("strace"), "strace") {
             return None;
         }
         let dir = TempDir::new("strace");
