@@ -402,23 +402,8 @@ fn a_syslog_at_hand_does_not_hide_the_server_from_a_terminal() {
     };
     let notify = Notify::new();
     let port = free_port();
-    let script = format!(
-        "mount -n --make-rprivate / && mount -n -t tmpfs -o mode=0755,size=1m accio-dev /dev && \
-         mknod -m 666 /dev/null c 1 3 && ln -s {} /dev/log && exec \"$@\"",
-        path_of(&sock_path)
-    );
     let mut child = Reaper(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ])
-            .args([BIN, &port.to_string()])
+        with_private_dev_log(&sock_path, port)
             .env("NOTIFY_SOCKET", &notify.path)
             .stdout(Stdio::null())
             .stderr(slave)

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Serve `n` connections of a few bytes each; every line must be the count.
@@ -68,24 +68,8 @@ fn a_stderr_pipe_nobody_reads_never_stalls_serving_or_a_stop() {
 /// A server in a mount namespace whose private /dev has `log` leading to
 /// `sock`, a datagram socket the test owns.
 fn with_dev_log(sock: &std::path::Path, port: u16, notify: &Notify) -> Reaper {
-    let script = format!(
-        "mount -n --make-rprivate / && \
-         mount -n -t tmpfs -o mode=0755,size=1m accio-dev /dev && \
-         mknod -m 666 /dev/null c 1 3 && ln -s {} /dev/log && exec \"$@\"",
-        path_of(sock)
-    );
     Reaper(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ])
-            .args([BIN, &port.to_string()])
+        with_private_dev_log(sock, port)
             .env("NOTIFY_SOCKET", &notify.path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -537,6 +537,30 @@ pub fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
+/// A command that runs the server (`BIN PORT`) in a mount namespace of its
+/// own whose private /dev holds only `null` and `log`, a symlink to
+/// `sock`: a /dev/log the test owns, while the host's /dev stays untouched.
+pub fn with_private_dev_log(sock: &Path, port: u16) -> Command {
+    let script = format!(
+        "mount -n --make-rprivate / && \
+         mount -n -t tmpfs -o mode=0755,size=1m accio-dev /dev && \
+         mknod -m 666 /dev/null c 1 3 && ln -s {} /dev/log && exec \"$@\"",
+        path_of(sock)
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .args([BIN, &port.to_string()]);
+    cmd
+}
+
 /// Lower a running process's open-file limit (soft and hard) with prlimit.
 pub fn lower_nofile(pid: i32, n: u32) {
     let status = Command::new("prlimit")
