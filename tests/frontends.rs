@@ -430,3 +430,18 @@ fn a_syslog_at_hand_does_not_hide_the_server_from_a_terminal() {
     child.signal(libc::SIGTERM);
     let _ = child.0.wait();
 }
+
+#[test]
+fn a_usage_error_names_every_missing_argument() {
+    let out = Command::new(env!("CARGO_BIN_EXE_client"))
+        .arg("localhost")
+        .output()
+        .expect("run the client");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("ERROR:") && first.contains("<PORT>") && first.contains("<FILE>"),
+        "{err}"
+    );
+}
