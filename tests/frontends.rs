@@ -151,6 +151,19 @@ fn config_errors_speak_a_users_language() {
             "{text}: {err}"
         );
     }
+    // Nesting too deep for the parser still names a key and a position.
+    let deep = format!("a{} = 1\n", ".a".repeat(300));
+    let file = dir.write("c.toml", &deep);
+    let (code, _, err) = run_bounded(
+        &["--config", &path_of(&file), "--check-config", "5000"],
+        &[],
+        WAIT,
+    );
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains("key `a.a.a") && err.contains("line 1, column 1") && err.len() < 400,
+        "{err}"
+    );
     let file = dir.write("c.toml", "[log]\nlevel = \"warn\"\n");
     let (code, _, err) = run_bounded(
         &["--config", &path_of(&file), "--check-config", "5000"],
