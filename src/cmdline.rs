@@ -86,26 +86,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    // The program's name as invoked (accio-server once installed), made
+    // safe to print: clap shows it in help and version text.
+    let name = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or(
+            usage
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            |n| crate::log::clean(&n.to_string_lossy(), 100),
+        );
+    if let Some(first) = argv.first_mut() {
+        *first = OsString::from(&name);
+    }
     match cmd.try_get_matches_from(&argv) {
         Ok(m) => Ok(Matched::Args(m)),
         Err(e) => match e.kind() {
             clap::error::ErrorKind::DisplayHelp => Ok(Matched::Print(e.to_string())),
             // As the program was invoked: accio-server once installed.
-            clap::error::ErrorKind::DisplayVersion => {
-                let name = argv
-                    .first()
-                    .and_then(|a| std::path::Path::new(a).file_name())
-                    .map_or(
-                        usage.split_whitespace().next().unwrap_or_default().into(),
-                        |n| n.to_string_lossy(),
-                    );
-                Ok(Matched::Print(format!(
-                    "{} {}\n",
-                    crate::log::clean(&name, 100),
-                    env!("CARGO_PKG_VERSION")
-                )))
-            }
+            clap::error::ErrorKind::DisplayVersion => Ok(Matched::Print(format!(
+                "{name} {}\n",
+                env!("CARGO_PKG_VERSION")
+            ))),
             _ => Err(usage_message(&e.to_string(), usage)),
         },
     }
@@ -137,7 +143,7 @@ fn usage_message(clap_text: &str, usage: &str) -> String {
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("tip:"))
-        .map(|t| format!("\n  {t}"))
+        .map(|t| format!("\n  {}", crate::log::clean(t, 300)))
         .unwrap_or_default();
     format!("{first}{tip}\n{}", usage_hint(usage))
 }

@@ -84,19 +84,21 @@ pub fn quote(value: &str) -> String {
 }
 
 /// Text from outside that is not quoted (a library's message that may
-/// contain a value): control characters escaped, cut to `max` characters.
+/// contain a value): control characters escaped, cut to at most `max`
+/// bytes once escaped (plus "..."), so no input makes a long line.
 pub fn clean(text: &str, max: usize) -> String {
     let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > max {
             out.push_str("...");
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        out.push_str(&piece);
     }
     out
 }

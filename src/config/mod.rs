@@ -325,7 +325,7 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, Error> {
         } else {
             what
         };
-        msg.push_str(&format!(": {}", clean(what, 600)));
+        msg.push_str(&format!(": {}", clean(what, 500)));
         Error::Config(msg)
     })?;
     let mut s = Settings {
