@@ -1,5 +1,9 @@
 //! One client connection: the greeting, byte counting, and how it ended.
 //!
+//! (Over 500 lines because a connection is read in three shapes, counting,
+//! saving and its PROXY header, which share its state, its deadlines and
+//! how a failed read ends it; apart, each would reach into the others.)
+//!
 //! The count needs the number of bytes, not the bytes: `recv(MSG_TRUNC)` on
 //! a TCP socket discards queued data inside the kernel and returns its
 //! length, so the payload is never copied to user space and no buffer

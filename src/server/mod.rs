@@ -1,5 +1,9 @@
 //! The event loop: listeners, connections, signals and timers on one thread.
 //!
+//! (Over 500 lines because the loop and one connection's way through it
+//! are meant to be read in one place; what is not the loop is in `accept`,
+//! `saving` and `control`.)
+//!
 //! This file is the loop itself and one connection's way through it: a
 //! readiness event is read ([`Server::service`]), what the read found is
 //! acted on ([`Server::settle`]), timers end silent or slow connections
