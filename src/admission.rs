@@ -128,8 +128,8 @@ impl Admission {
         }
     }
 
-    pub fn release(&mut self, source: Source) {
-        self.sources.release(source);
+    pub fn release(&mut self, source: Source, now: Instant) {
+        self.sources.release(source, now);
     }
 }
 

@@ -72,6 +72,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Sources {
     open: HashMap<Source, Entry>,
+    /// Releases since stale entries were last swept.
+    since_sweep: usize,
 }
 
 /// What to say about a refusal.
@@ -106,13 +108,31 @@ impl Sources {
         Err(Refused::Report(std::mem::take(&mut entry.held)))
     }
 
-    /// A connection from `source` ended.
-    pub fn release(&mut self, source: Source) {
+    /// A connection from `source` ended. An entry goes with its last
+    /// connection unless it still owes a report (refusals held back, or a
+    /// report less than an interval ago), so a source that drops to zero
+    /// between floods neither loses its count nor restarts its interval;
+    /// such entries are swept once their interval is over.
+    pub fn release(&mut self, source: Source, now: Instant) {
+        let recent = |e: &Entry| {
+            e.held > 0
+                || e.last_report
+                    .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
+        };
         if let Some(entry) = self.open.get_mut(&source) {
             entry.open = entry.open.saturating_sub(1);
-            if entry.open == 0 {
+            if entry.open == 0 && !recent(entry) {
                 self.open.remove(&source);
             }
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= 1024 {
+            self.since_sweep = 0;
+            self.open.retain(|_, e| {
+                e.open > 0
+                    || e.last_report
+                        .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
+            });
         }
     }
 
@@ -158,12 +178,21 @@ mod tests {
             s.admit(a, 2, t + REPORT_EVERY),
             Err(Refused::Report(1))
         ));
-        s.release(a);
+        s.release(a, t);
         assert!(s.admit(a, 2, t).is_ok());
-        s.release(a);
-        s.release(a);
-        s.release(b);
-        assert!(s.is_empty());
+        // A refusal held back survives the source dropping to zero.
+        assert!(matches!(s.admit(a, 2, t), Err(Refused::Quiet)));
+        s.release(a, t);
+        s.release(a, t);
+        s.release(b, t);
+        assert!(s.admit(a, 1, t).is_ok());
+        assert!(matches!(
+            s.admit(a, 1, t + REPORT_EVERY * 2),
+            Err(Refused::Report(1))
+        ));
+        let later = t + REPORT_EVERY * 3;
+        s.release(a, later);
+        assert!(s.is_empty(), "an entry owing nothing goes");
         assert!(s.admit(a, 0, t).is_ok());
     }
 }

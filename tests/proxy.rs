@@ -130,8 +130,22 @@ fn until_end(s: &mut TcpStream) -> Vec<u8> {
         match s.read(&mut buf) {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("the server did not end the connection: {e}"),
+            // A reset may surface as any of these, depending on whether a
+            // write of ours met it first.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
+                return got;
+            }
+            Err(e) => panic!(
+                "the server did not end the connection: {e} ({:?})",
+                e.kind()
+            ),
         }
     }
 }

@@ -87,7 +87,6 @@ impl Server<'_> {
         refusal: Refusal,
         now: Instant,
     ) {
-        self.served += 1;
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         let line = output::line(
             self.settings.output,
@@ -162,7 +161,7 @@ impl Server<'_> {
             .admission
             .admit(client, &self.settings, low_space, now)?;
         let Some(number) = self.accepted.checked_add(1) else {
-            self.admission.release(source);
+            self.admission.release(source, now);
             return Err(self.admission.no_numbers(client));
         };
         self.accepted = number;

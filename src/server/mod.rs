@@ -132,7 +132,8 @@ pub struct Server<'a> {
     /// The number of the last admitted connection; in saving mode it starts
     /// at the largest `N.file` already saved.
     accepted: u64,
-    /// Lines written so far (refusals included), for STATUS= and stats.
+    /// Connections admitted and ended, for STATUS= and stats (refusals are
+    /// counted by cause in `admission`).
     served: u64,
     /// Bytes counted on connections that ended, for STATUS= and stats.
     bytes: u64,
@@ -555,7 +556,7 @@ impl<'a> Server<'a> {
             );
         }
         if let Some(source) = conn.source.take() {
-            self.admission.release(source);
+            self.admission.release(source, now);
         }
         self.free.push(slot);
         self.active -= 1;
