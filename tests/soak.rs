@@ -1,4 +1,8 @@
 //! Soak: the release binary under mixed load, faults and hostile clients,
+//!
+//! (Over 500 lines because the soak is one program: five servers, a dozen
+//! kinds of client and the checks that match every stdout line to its
+//! client run together, and their sections below are read as one plan.)
 //! checked against the central promise: every accepted connection yields
 //! exactly one stdout line (its exact count, or ERROR), every refused one
 //! an ERROR line and no greeting, and the server never stops serving unless
@@ -61,13 +65,13 @@
 
 mod common;
 
+use common::raw::{NotifyLog, spawn_named, spawn_raw};
 use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst,
 };
@@ -183,17 +187,6 @@ fn rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-fn spawn_named<F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
-    name: &str,
-    f: F,
-) -> JoinHandle<T> {
-    thread::Builder::new()
-        .name(name.into())
-        .stack_size(256 * 1024)
-        .spawn(f)
-        .expect("spawn thread")
 }
 
 // ------------------------------------------------------------- clients ----
@@ -1238,65 +1231,6 @@ struct Main {
     _dir: TempDir,
 }
 
-/// Every datagram the server sent to NOTIFY_SOCKET (drained so that it can
-/// never block the server).
-struct NotifyLog {
-    msgs: Arc<Mutex<Vec<(Instant, String)>>>,
-    done: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl NotifyLog {
-    fn drain(sock: &std::os::unix::net::UnixDatagram) -> NotifyLog {
-        let sock = sock.try_clone().expect("clone notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        let msgs = Arc::new(Mutex::new(Vec::new()));
-        let done = Arc::new(AtomicBool::new(false));
-        let (m, d) = (msgs.clone(), done.clone());
-        let thread = spawn_named("notify", move || {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                match sock.recv(&mut buf) {
-                    Ok(n) => m.lock().unwrap().push((
-                        Instant::now(),
-                        String::from_utf8_lossy(&buf[..n]).into_owned(),
-                    )),
-                    // Drained after `finish`: stop at the first quiet 50 ms.
-                    Err(_) if d.load(SeqCst) => break,
-                    Err(_) => {}
-                }
-            }
-        });
-        NotifyLog {
-            msgs,
-            done,
-            thread: Some(thread),
-        }
-    }
-    fn finish(&mut self) -> Vec<String> {
-        self.done.store(true, SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("notify thread");
-        }
-        self.msgs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-    /// How many messages containing `needle` arrived since `since`.
-    fn count_since(&self, needle: &str, since: Instant) -> usize {
-        self.msgs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, m)| *t >= since && m.contains(needle))
-            .count()
-    }
-}
-
 /// `level = "debug"`: a refusal within a source's report interval is
 /// logged at debug, and every stdout line must be matched to a log line.
 const MAIN_CONFIG: &str = "idle_timeout = \"1s\"\nmax_connections = 1000\nbacklog = 2048\n\
@@ -1310,66 +1244,6 @@ const BAD_CONFIGS: &[&str] = &[
     "colour = 1\n",
     "[log]\nlevel = \"loud\"\n",
 ];
-
-/// A server child with raw pipes, ready (READY=1 seen); `wrapper` runs it
-/// (prlimit), `env` adds variables. Retries on a port clash (exit 71).
-struct Raw {
-    child: Reaper,
-    port: u16,
-    stdout: std::process::ChildStdout,
-    stderr: Lines,
-    notify: Notify,
-    config: PathBuf,
-    dir: TempDir,
-}
-
-fn spawn_raw(config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Raw {
-    for _ in 0..20 {
-        let dir = TempDir::new("soak");
-        let config = dir.write("server.toml", config);
-        let notify = Notify::new();
-        let port = free_port();
-        let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-        argv.push(BIN.into());
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .arg("--config")
-            .arg(&config)
-            .arg(port.to_string())
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = Reaper(cmd.spawn().expect("spawn server"));
-        let stdout = child.0.stdout.take().expect("stdout");
-        // A 4 KiB pipe: a slow reader makes the server's writes block soon.
-        // SAFETY: fcntl on a pipe fd we own.
-        unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-        let stderr = child.0.stderr.take().expect("stderr");
-        // The log is written without blocking: a line that does not fit in
-        // the pipe is dropped. 1 MiB rides out a reader held up for a while.
-        // SAFETY: fcntl on a pipe fd we own.
-        unsafe { libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-        let stderr = Lines::new(stderr);
-        if wait_ready(&notify, &mut child.0, &stderr) {
-            return Raw {
-                child,
-                port,
-                stdout,
-                stderr,
-                notify,
-                config,
-                dir,
-            };
-        }
-    }
-    panic!("could not start the server on a free port");
-}
 
 fn start_main(slow: Arc<AtomicU8>) -> Main {
     let raw = spawn_raw(MAIN_CONFIG, &[], &[]);
@@ -2939,174 +2813,4 @@ fn idle_connections_rss() {
         assert_eq!(server.stdout.expect(), "0");
     }
     assert!(rss <= 16 * 1024, "10 000 idle connections: VmRSS {rss} KiB");
-}
-
-// ---------------------------------------------------------- regressions ----
-//
-// Minimal reproductions of the defects the soak found, kept as regression
-// tests: each asserts the behaviour SPEC.md promises, and each failed
-// before its fix.
-
-/// Defect 1 (fixed: fresh clock in open/service): the idle deadline is computed from the event loop's `now`,
-/// taken before the loop processed its events. When a stdout write blocks
-/// (a slow or stalled reader), every connection accepted later in the same
-/// round (and every byte counted later in it) gets a deadline that is
-/// already partly or wholly spent: a client is cut off with ERROR after
-/// less than idle_timeout of silence, or right after its greeting.
-#[test]
-fn regression_idle_timeout_counts_time_spent_blocked_on_stdout() {
-    // max_connections = 1 keeps the next client waiting in the backlog with
-    // the listener marked pending, so it is accepted in the very round in
-    // which the server blocked.
-    let raw = spawn_raw(
-        "idle_timeout = \"1s\"\nmax_connections = 1\n[log]\ntarget = \"stderr\"\n",
-        &[],
-        &[],
-    );
-    let mut notify = NotifyLog::drain(&raw.notify.sock);
-    let addr = SocketAddr::from(([127, 0, 0, 1], raw.port));
-    let connect = || {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        s
-    };
-    // Nobody reads stdout (a 4 KiB pipe): 0-byte transfers until the
-    // server blocks writing one's line "0\n".
-    let mut z = connect();
-    read_greeting(&mut z).expect("greeting");
-    let mut x;
-    let mut rounds = 0;
-    loop {
-        x = connect();
-        z.shutdown(Shutdown::Write).expect("shutdown");
-        z.set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let mut buf = [0u8; 8];
-        match z.read(&mut buf) {
-            Ok(0) => {}
-            Ok(_) => panic!("unexpected bytes"),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("{e}"),
-        }
-        rounds += 1;
-        assert!(rounds < 5000, "the server never blocked on stdout");
-        z = x;
-        read_greeting(&mut z).expect("greeting");
-    }
-    // The server is blocked in write(2); x waits in the backlog.
-    thread::sleep(Duration::from_millis(1500));
-    let mut pipe = raw.stdout;
-    let reader = spawn_named("stdout", move || {
-        let mut v = Vec::new();
-        let _ = pipe.read_to_end(&mut v);
-        v
-    });
-    read_greeting(&mut x).expect("x greeted once the server runs again");
-    let greeted = Instant::now();
-    let mut buf = [0u8; 8];
-    let _ = x.read(&mut buf);
-    let silent = greeted.elapsed();
-    let mut child = raw.child;
-    child.signal(libc::SIGTERM);
-    let _ = child.0.wait();
-    let _ = reader.join();
-    notify.finish();
-    assert!(
-        silent >= Duration::from_millis(900),
-        "a client was cut off after {silent:?} of silence (idle_timeout = 1s) \
-         because the server had been blocked on stdout for 1.5 s; its log: {:?}",
-        raw.stderr
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|l| l.contains("idle timeout"))
-    );
-}
-
-/// Defect 2 (fixed: one notify socket for the process): every sd_notify message opens a new socket. While the process
-/// is out of file descriptors (accepts failing with EMFILE, which the
-/// server otherwise rides out) WATCHDOG=1 cannot be sent, so systemd
-/// (WatchdogSec=30s in the packaged unit) kills a server that is alive and
-/// serving, and every open connection loses its line. READY=1 after a
-/// SIGHUP is lost the same way.
-#[test]
-fn regression_watchdog_stops_while_out_of_fds() {
-    if !prerequisite(have("prlimit"), "prlimit (util-linux)") {
-        return;
-    }
-    let raw = spawn_raw(
-        "idle_timeout = \"1h\"\nmax_connections = 1000\nmax_per_source = 0\n[log]\ntarget = \"stderr\"\n",
-        &[],
-        &[("WATCHDOG_USEC", "400000")],
-    );
-    lower_nofile(raw.child.0.id() as i32, 24);
-    let mut notify = NotifyLog::drain(&raw.notify.sock);
-    let addr = SocketAddr::from(([127, 0, 0, 1], raw.port));
-    let t = Instant::now();
-    thread::sleep(Duration::from_secs(1));
-    let before = notify.count_since("WATCHDOG=1", t);
-    let held: Vec<TcpStream> = (0..40)
-        .map(|_| TcpStream::connect(addr).expect("connect"))
-        .collect();
-    raw.stderr.wait_for("accept failed");
-    let t = Instant::now();
-    raw.child.signal(libc::SIGHUP);
-    thread::sleep(Duration::from_millis(1500));
-    let during = notify.count_since("WATCHDOG=1", t);
-    let ready_after_hup = notify.count_since("READY=1", t);
-    drop(held);
-    let mut child = raw.child;
-    child.signal(libc::SIGTERM);
-    let _ = child.0.wait();
-    notify.finish();
-    assert!(before >= 3, "{before} WATCHDOG=1 in 1 s before");
-    assert!(
-        during >= 4 && ready_after_hup == 1,
-        "while out of fds: {during} WATCHDOG=1 in 1.5 s (period 200 ms), \
-         {ready_after_hup} READY=1 after SIGHUP"
-    );
-}
-
-/// Defect 3 (fixed: a send timeout; low severity under systemd, which reads its socket): every
-/// sd_notify message is a blocking send(2) on a fresh datagram socket. When
-/// the receiver stops reading (a supervisor that only waits for READY=1, a
-/// busy or frozen manager), its queue fills (net.unix.max_dgram_qlen, 10 by
-/// default) and the next STATUS= blocks the serving loop for good (wchan
-/// `unix_wait_for_peer`): nobody is greeted any more.
-#[test]
-fn regression_unread_notify_socket_freezes_the_server() {
-    // spawn_raw reads only up to READY=1; nothing reads after that.
-    let raw = spawn_raw("[log]\ntarget = \"stderr\"\n", &[], &[]);
-    let addr = SocketAddr::from(([127, 0, 0, 1], raw.port));
-    let mut pipe = raw.stdout;
-    let reader = spawn_named("stdout", move || {
-        let mut v = Vec::new();
-        let _ = pipe.read_to_end(&mut v);
-    });
-    let mut stuck = None;
-    // STATUS= goes out at most every 500 ms after a connection ends.
-    for i in 1..=20 {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        if read_greeting(&mut s).is_err() {
-            stuck = Some(i);
-            break;
-        }
-        s.shutdown(Shutdown::Write).expect("shutdown");
-        let _ = expect_eof(&mut s);
-        thread::sleep(Duration::from_millis(600));
-    }
-    let mut child = raw.child;
-    let wchan =
-        std::fs::read_to_string(format!("/proc/{}/wchan", child.0.id())).unwrap_or_default();
-    child.signal(libc::SIGKILL);
-    let _ = child.0.wait();
-    let _ = reader.join();
-    assert_eq!(
-        stuck, None,
-        "connection {stuck:?} was never greeted: the server is blocked in {wchan:?}"
-    );
 }

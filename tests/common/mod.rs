@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod ports;
+pub mod raw;
 pub mod slowfs;
 pub use ports::free_port;
 
