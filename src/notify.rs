@@ -10,6 +10,7 @@
 //! descriptors, and WATCHDOG=1 must keep flowing then. A send timeout keeps a
 //! manager that stops reading from freezing the serving loop.
 
+use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::OnceLock;
@@ -20,23 +21,35 @@ use sd_notify::NotifyState;
 /// The longest a notification may hold up the serving loop.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The socket, or why `NOTIFY_SOCKET` cannot be used (None: not set).
-fn open() -> Option<Result<UnixDatagram, String>> {
-    let path = std::env::var_os("NOTIFY_SOCKET")?;
-    let shown = crate::log::quote(&path.to_string_lossy());
-    let bytes = path.as_encoded_bytes();
+/// The address a `NOTIFY_SOCKET` value names: an absolute path, or
+/// `@name` for an abstract socket. Pure, so that any value can be tried; the
+/// error is the one-line warning the server logs (the value quoted).
+pub fn notify_addr(value: &OsStr) -> Result<SocketAddr, String> {
+    let shown = || crate::log::quote(&value.to_string_lossy());
+    let bytes = value.as_encoded_bytes();
     let addr = match bytes.strip_prefix(b"@") {
         Some(name) => SocketAddr::from_abstract_name(name),
         None if !bytes.starts_with(b"/") => {
-            return Some(Err(format!(
-                "NOTIFY_SOCKET={shown} is not an absolute path or @abstract name"
-            )));
+            return Err(format!(
+                "NOTIFY_SOCKET={} is not an absolute path or @abstract name",
+                shown()
+            ));
         }
-        None => SocketAddr::from_pathname(&path),
+        None => SocketAddr::from_pathname(value),
+    };
+    addr.map_err(|e| format!("NOTIFY_SOCKET={} cannot be used: {e}", shown()))
+}
+
+/// The socket, or why `NOTIFY_SOCKET` cannot be used (None: not set).
+fn open() -> Option<Result<UnixDatagram, String>> {
+    let path = std::env::var_os("NOTIFY_SOCKET")?;
+    let addr = match notify_addr(&path) {
+        Ok(addr) => addr,
+        Err(e) => return Some(Err(e)),
     };
     let connect = || {
         let sock = UnixDatagram::unbound()?;
-        sock.connect_addr(&addr?)?;
+        sock.connect_addr(&addr)?;
         sock.set_write_timeout(Some(SEND_TIMEOUT))?;
         Ok::<_, std::io::Error>(sock)
     };
@@ -46,7 +59,10 @@ fn open() -> Option<Result<UnixDatagram, String>> {
             Some(libc::ECONNREFUSED) => "nothing listens there (not a socket?)".to_string(),
             _ => e.to_string(),
         };
-        format!("NOTIFY_SOCKET={shown} cannot be used: {why}")
+        format!(
+            "NOTIFY_SOCKET={} cannot be used: {why}",
+            crate::log::quote(&path.to_string_lossy())
+        )
     }))
 }
 
@@ -97,16 +113,26 @@ pub fn watchdog() {
 }
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, when it is set
-/// for this process. As systemd reads it, 0 or a value that is not a
-/// number means no watchdog (the sd-notify crate takes 0 as a period of
-/// zero, which would spin); `WATCHDOG_PID`, when set, must be ours.
+/// for this process. See [`watchdog_from`].
 pub fn watchdog_period() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    watchdog_from(usec.as_deref(), pid.as_deref(), std::process::id())
+}
+
+/// The watchdog period for the values of `WATCHDOG_USEC` and `WATCHDOG_PID`
+/// (None: unset or not UTF-8) in the process `our_pid`. As systemd reads
+/// it, 0 or a value that is not a number means no watchdog (the sd-notify
+/// crate takes 0 as a period of zero, which would spin); `WATCHDOG_PID`,
+/// when set, must be ours. Numbers are read by `str::parse` (decimal
+/// digits, an optional leading `+`).
+pub fn watchdog_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.parse().ok()?;
     if usec == 0 {
         return None;
     }
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
-        && pid.parse::<u32>().ok() != Some(std::process::id())
+    if let Some(pid) = pid
+        && pid.parse::<u32>().ok() != Some(our_pid)
     {
         return None;
     }
