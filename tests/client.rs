@@ -582,34 +582,14 @@ fn measured(
     (hwm, outcome)
 }
 
-/// A directory for sparse files: in /dev/shm when it is a tmpfs we can
-/// write, else the temporary directory. Removed on drop.
-struct SparseDir(std::path::PathBuf);
-
-impl SparseDir {
-    fn new() -> SparseDir {
-        let shm = std::path::Path::new("/dev/shm");
-        let base = if std::fs::metadata(shm).is_ok_and(|m| m.is_dir()) {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("accio-client-test-{}", std::process::id()));
-        match std::fs::create_dir_all(&dir) {
-            Ok(()) => SparseDir(dir),
-            Err(_) => {
-                let dir =
-                    std::env::temp_dir().join(format!("accio-client-test-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).expect("create sparse dir");
-                SparseDir(dir)
-            }
-        }
-    }
-}
-
-impl Drop for SparseDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// A directory for sparse files: in /dev/shm (tmpfs) where it exists,
+/// else the temporary directory. Removed on drop.
+fn sparse_dir() -> TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if std::fs::metadata(shm).is_ok_and(|m| m.is_dir()) {
+        TempDir::new_in(shm, "client-sparse")
+    } else {
+        TempDir::new("client-sparse")
     }
 }
 
@@ -618,7 +598,7 @@ fn four_gib_from_a_sparse_file_in_constant_memory() {
     const SIZE: u64 = 4 << 30;
     // On tmpfs the holes read as the shared zero page: no disk, no 4 GiB of
     // page cache, and the test measures the client rather than the disk.
-    let dir = SparseDir::new();
+    let dir = sparse_dir();
     let path = dir.0.join("sparse");
     File::create(&path)
         .and_then(|f| f.set_len(SIZE))

@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{Lines, WAIT, free_port, greeted, have, is_root};
+use common::{Lines, TempDir, WAIT, free_port, greeted, have, is_root};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -141,25 +141,8 @@ fn assert_host_unchanged(before: &BTreeMap<String, BTreeSet<String>>, had_dev_lo
 
 /// A private work directory under CARGO_TARGET_TMPDIR (inside the checkout,
 /// reachable from the namespace), removed on drop.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new(tag: &str) -> WorkDir {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("accio-journal-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create work dir");
-        WorkDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn work_dir(tag: &str) -> TempDir {
+    TempDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
 }
 
 /// A NOTIFY_SOCKET with SO_PASSCRED: each datagram comes with the sender's
@@ -595,7 +578,7 @@ fn diagnostics_in_a_real_journal() {
     let had_dev_log = std::fs::symlink_metadata("/dev/log").is_ok();
     let before = host_snapshot();
     {
-        let dir = WorkDir::new("journal");
+        let dir = work_dir("journal");
         let config = dir.path("server.toml");
         // No [log]: target "auto", which must find journald's /dev/log.
         std::fs::write(&config, "idle_timeout = \"300ms\"\n").unwrap();
@@ -718,7 +701,7 @@ fn no_dev_log_means_stderr() {
     let had_dev_log = std::fs::symlink_metadata("/dev/log").is_ok();
     let before = host_snapshot();
     {
-        let dir = WorkDir::new("nolog");
+        let dir = work_dir("nolog");
         let config = dir.path("server.toml");
         std::fs::write(&config, "# [log] target is auto\n").unwrap();
         let server_notify = Notify::new(dir.path("server.sock"));

@@ -223,17 +223,8 @@ fn a_stop_during_a_slow_fsync_is_quick_and_leaves_nothing() {
 #[test]
 fn a_stop_right_after_a_2_gib_upload_to_the_real_disk() {
     // /var/tmp is on the machine's disk (not tmpfs) here and in CI.
-    let root = Path::new("/var/tmp").join(format!("accio-test-2g-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).expect("mkdir");
-    struct Cleanup<'a>(&'a Path);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
-    let _cleanup = Cleanup(&root);
-    let dir = root.join("files");
+    let root = TempDir::new_in(Path::new("/var/tmp"), "2g");
+    let dir = root.path("files");
     let seen = Mutex::new(None::<Instant>);
     // SIGTERM 50 ms after the whole upload reached the file.
     stop_during_save(&dir, &dir, 2 << 30, |t| {
@@ -248,9 +239,11 @@ fn a_stop_right_after_a_2_gib_upload_to_the_real_disk() {
 
 #[test]
 fn greetings_stay_quick_during_a_save_to_the_real_disk() {
-    let root = Path::new("/var/tmp").join(format!("accio-test-lat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let server = Spawn::new().arg("--save-dir").arg(&path_of(&root)).start();
+    let root = TempDir::new_in(Path::new("/var/tmp"), "lat");
+    let server = Spawn::new()
+        .arg("--save-dir")
+        .arg(&path_of(&root.path("files")))
+        .start();
     let addr = server.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let greetings = probe_greetings(addr, stop.clone());
@@ -265,7 +258,6 @@ fn greetings_stay_quick_during_a_save_to_the_real_disk() {
     stop.store(true, Ordering::Relaxed);
     let mut greetings = greetings.join().expect("probe");
     greetings.sort();
-    let _ = std::fs::remove_dir_all(&root);
     let p99 = greetings[greetings.len() * 99 / 100];
     eprintln!(
         "{} greetings during a 1 GiB save: p50 {:?}, p99 {p99:?}, max {:?}",
