@@ -346,6 +346,12 @@ impl Connection {
             let Some(save) = self.save.as_mut() else {
                 return Progress::Idle;
             };
+            // After the client's FIN there is nothing more to read, and the
+            // pipe's reader may be gone with a finished commit: a late
+            // readiness event must not turn a saved file into EPIPE.
+            if save.eof {
+                return Progress::Idle;
+            }
             if let Some(byte) = save.stash {
                 // SAFETY: a one-byte write from a valid buffer to our pipe.
                 let n =
