@@ -3338,7 +3338,7 @@ fn write_targets(w: &mut String, opts: &Opts, res: &Results) {
             (m, r.cpu_secs <= 0.001)
         }),
     );
-    // Issue 6: saving, against counting only, both from this run.
+    // Saving against counting only, both from this run.
     let save = res.kinds.iter().position(|&k| k == Kind::ServerSave);
     let save_ratio = si_of(1 << 30)
         .zip(save)
