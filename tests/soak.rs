@@ -58,7 +58,7 @@
 //! Tolerances: fds after the load equal the idle count exactly; RSS after
 //! the load at most 4 MiB above idle; idle CPU at most 1 tick in 2 s (1 s
 //! for D and E); B out of fds at most 3 ticks in 2 s; the stop under load
-//! within 1 s (the SPEC's 250 ms is checked on a quiet machine by
+//! within 1 s (the promised 250 ms is checked on a quiet machine by
 //! tests/signals.rs); E's RSS growth after its first checkpoint below
 //! 1 MiB. A client that fell behind its own schedule (a drip gap close to
 //! the idle timeout) may be timed out.
