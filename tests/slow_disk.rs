@@ -1,11 +1,13 @@
 //! A slow disk never stalls serving: on a FUSE file system whose writes are
-//! throttled and whose fsync sleeps, and on this machine's real disk with a
-//! 2 GiB upload, new clients are greeted at once, idle timeouts and the
-//! watchdog keep time, and a stop is quick and leaves nothing behind.
+//! throttled and whose fsync sleeps, on an ext4 on a loop device over it (a
+//! slow block device, where write-back waits happen in the kernel), and on
+//! this machine's real disk with a 2 GiB upload, new clients are greeted at
+//! once, idle timeouts and the watchdog keep time, and a stop is quick and
+//! leaves nothing behind.
 
 mod common;
 
-use common::slowfs::SlowFs;
+use common::slowfs::{SlowExt4, SlowFs};
 use common::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -163,7 +165,7 @@ fn stop_during_save(
     dir: &Path,
     temps: &Path,
     size: usize,
-    stop_when: impl Fn(&Path) -> bool,
+    stop_when: impl Fn(&Path, i32) -> bool,
 ) -> String {
     let mut server = Spawn::new().arg("--save-dir").arg(&path_of(dir)).start();
     let addr = server.addr();
@@ -185,7 +187,8 @@ fn stop_during_save(
             Err(e) => Err(e.to_string()),
         }
     });
-    wait_for("the stop moment", || stop_when(temps));
+    let pid = server.pid();
+    wait_for("the stop moment", || stop_when(temps, pid));
     server.signal(libc::SIGTERM);
     let (status, took) = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
@@ -222,6 +225,15 @@ fn temp_of_size(dir: &Path, size: u64) -> bool {
     })
 }
 
+/// Whether process `pid` has a regular file of at least `size` bytes open:
+/// an `O_TMPFILE` temporary has no name to look for in its directory.
+fn open_file_of_size(pid: i32, size: u64) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && m.len() >= size))
+    })
+}
+
 #[test]
 fn a_stop_during_a_slow_fsync_is_quick_and_leaves_nothing() {
     let _serial = serial();
@@ -230,14 +242,28 @@ fn a_stop_during_a_slow_fsync_is_quick_and_leaves_nothing() {
     let dir = fs.mount.join("files");
     let temps = fs.backing.join("files");
     // Once the whole file is in its temporary, the commit's fsync sleeps.
-    let line = stop_during_save(&dir, &temps, 4 << 20, |t| temp_of_size(t, 4 << 20));
+    let line = stop_during_save(&dir, &temps, 4 << 20, |t, _| temp_of_size(t, 4 << 20));
     assert_eq!(line, "ERROR");
     // And in the middle of a transfer the disk is behind on.
     let root = TempDir::new("slow-stop-mid");
     let fs = SlowFs::mount(&root.0, 20, Duration::from_secs(2));
     let dir = fs.mount.join("files");
     let temps = fs.backing.join("files");
-    let line = stop_during_save(&dir, &temps, 64 << 20, |t| temp_of_size(t, 4 << 20));
+    let line = stop_during_save(&dir, &temps, 64 << 20, |t, _| temp_of_size(t, 4 << 20));
+    assert_eq!(line, "ERROR");
+}
+
+#[test]
+fn a_stop_while_write_back_waits_for_a_slow_block_device() {
+    let _serial = serial();
+    let root = TempDir::new("slow-ext4");
+    let disk = SlowExt4::mount(&root.0, 20, 320);
+    let dir = disk.mount.join("files");
+    // Past 128 MiB the disk thread waits for the first 64 MiB window to
+    // reach the device, seconds at 20 MB/s.
+    let line = stop_during_save(&dir, &dir, 192 << 20, |_, pid| {
+        open_file_of_size(pid, 130 << 20)
+    });
     assert_eq!(line, "ERROR");
 }
 
@@ -249,7 +275,7 @@ fn a_stop_right_after_a_2_gib_upload_to_the_real_disk() {
     let dir = root.path("files");
     let seen = Mutex::new(None::<Instant>);
     // SIGTERM 50 ms after the whole upload reached the file.
-    stop_during_save(&dir, &dir, 2 << 30, |t| {
+    stop_during_save(&dir, &dir, 2 << 30, |t, _| {
         if !temp_of_size(t, 2 << 30) && !t.join("1.file").exists() {
             return false;
         }
@@ -257,6 +283,14 @@ fn a_stop_right_after_a_2_gib_upload_to_the_real_disk() {
         let first = *s.get_or_insert_with(Instant::now);
         first.elapsed() >= Duration::from_millis(50)
     });
+    // And in the middle of it, while the disk thread pushes windows out
+    // and waits for the ones before.
+    let root = TempDir::new_in(Path::new("/var/tmp"), "2g-mid");
+    let dir = root.path("files");
+    let line = stop_during_save(&dir, &dir, 2 << 30, |_, pid| {
+        open_file_of_size(pid, 512 << 20)
+    });
+    assert_eq!(line, "ERROR");
 }
 
 #[test]

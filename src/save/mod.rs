@@ -19,7 +19,9 @@
 //!   two servers would number files independently and collide.
 //! - With `fsync` on, written pages are pushed to the disk in windows while
 //!   the transfer runs (`sync_file_range`), so the final fsync, and so a
-//!   stop that must wait for it, takes milliseconds instead of seconds.
+//!   stop with a grace that waits for it, has at most two windows to write
+//!   instead of the whole file. These waits and fsync run in a detached
+//!   helper process ([`part::detached`]) so a stop never waits for them.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -52,9 +54,11 @@ pub const ERROR_CONTENT: &[u8] = b"ERROR";
 const PIPE_SIZE: i32 = 1 << 20;
 
 /// With fsync on, written data is pushed to the disk in windows this large,
-/// and the window before is waited for: the final fsync then has at most
-/// two windows left to write.
-const SYNC_WINDOW: u64 = 8 << 20;
+/// and the windows before are waited for: the final fsync then has at most
+/// two windows left to write. Smaller windows cost throughput on a real
+/// disk (8 MiB reached 0.55-0.93x of a plain receiver, 64 MiB keeps up);
+/// the waits run detached, so their size never holds a stop.
+const SYNC_WINDOW: u64 = 64 << 20;
 
 /// The save directory, shared by the loop and the disk threads.
 pub struct SaveDir {

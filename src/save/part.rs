@@ -3,34 +3,55 @@
 //! commit (fsync, link, directory fsync) that makes it `N.file`.
 
 use super::*;
+use std::os::fd::IntoRawFd;
 
-/// fsync(2) in a process of its own that shares our memory and files
+/// A disk call that can wait for the device, made by [`detached`].
+pub(super) enum DiskCall {
+    /// fsync(2) the descriptor.
+    Fsync(RawFd),
+    /// close(2) the descriptor: the last close of a discarded temporary
+    /// waits for the write-back under way on its pages.
+    Close(RawFd),
+    /// Start write-back of `write` and wait for `wait` (each an offset and
+    /// a length, as `sync_file_range(2)` takes them). Errors are left for
+    /// the fsync that follows to report.
+    Push {
+        fd: RawFd,
+        write: (i64, i64),
+        wait: (i64, i64),
+    },
+}
+
+/// Make `call` in a process of its own that shares our memory and files
 /// (`clone` with `CLONE_VM | CLONE_FILES | CLONE_VFORK`), while the calling
 /// disk thread waits for it.
 ///
-/// Why: a thread in fsync can sit in an uninterruptible wait (a FUSE file
-/// system answers when it likes; ext4 waits for the device), and a process
-/// cannot exit before all its threads have. The vfork wait of the calling
-/// thread is killable, so a stop that ends while an fsync is under way
-/// exits at once; the detached fsync finishes on its own and nobody waits
-/// for it. Where `clone` fails, the fsync runs here.
-pub(super) fn fsync_detached(fd: RawFd) -> io::Result<()> {
+/// Why: a thread in fsync, in a `sync_file_range` wait or in the last close
+/// of a file with write-back under way can sit in an
+/// uninterruptible wait (a FUSE file system answers when it likes; ext4
+/// waits for the device), and a process cannot exit before all its threads
+/// have. The vfork wait of the calling thread is killable, so a stop that
+/// ends while such a call is under way exits at once; the detached call
+/// finishes on its own and nobody waits for it. Where `clone` fails, the
+/// call runs here.
+pub(super) fn detached(call: &DiskCall) -> io::Result<()> {
     extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // Only system calls here: this runs on a borrowed stack, with the
         // suspended caller's thread state.
-        // SAFETY: fsync on a descriptor of the shared file table.
-        if unsafe { libc::fsync(arg as usize as libc::c_int) } == 0 {
-            0
-        } else {
+        // SAFETY: `arg` is the caller's `&DiskCall`, alive while the caller
+        // is suspended by CLONE_VFORK.
+        let call = unsafe { &*(arg as *const DiskCall) };
+        match run(call) {
+            0 => 0,
             // SAFETY: errno of the shared thread state, set just now.
-            unsafe { *libc::__errno_location() }
+            _ => unsafe { *libc::__errno_location() },
         }
     }
     let mut stack = vec![0u8; 64 * 1024];
     // SAFETY: the stack grows down from its 16-byte-aligned end; the child
     // only makes system calls; CLONE_VFORK suspends us until it exits, so
-    // the stack outlives it unless the whole process ends first, and then
-    // nothing frees it.
+    // the stack and `call` outlive it unless the whole process ends first,
+    // and then nothing frees them.
     let pid = unsafe {
         let top = stack.as_mut_ptr().add(stack.len());
         let top = top.sub(top as usize % 16);
@@ -38,12 +59,11 @@ pub(super) fn fsync_detached(fd: RawFd) -> io::Result<()> {
             child,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
-            fd as usize as *mut libc::c_void,
+            call as *const DiskCall as *mut libc::c_void,
         )
     };
     if pid < 0 {
-        // SAFETY: fsync on our own descriptor.
-        return cvt(unsafe { libc::fsync(fd) }).map(|_| ());
+        return cvt(run(call)).map(|_| ());
     }
     let mut status = 0;
     // SAFETY: reaping the child we just made.
@@ -56,7 +76,35 @@ pub(super) fn fsync_detached(fd: RawFd) -> io::Result<()> {
     match libc::WEXITSTATUS(status) {
         0 if libc::WIFEXITED(status) => Ok(()),
         errno if libc::WIFEXITED(status) => Err(io::Error::from_raw_os_error(errno)),
-        _ => Err(io::Error::other("the fsync process was killed")),
+        _ => Err(io::Error::other("the disk call's process was killed")),
+    }
+}
+
+/// The system calls of `call`: 0, or -1 with errno set.
+fn run(call: &DiskCall) -> libc::c_int {
+    match *call {
+        // SAFETY: fsync on a descriptor of the shared file table.
+        DiskCall::Fsync(fd) => unsafe { libc::fsync(fd) },
+        // SAFETY: the caller gave up the descriptor (`into_raw_fd`).
+        DiskCall::Close(fd) => unsafe { libc::close(fd) },
+        DiskCall::Push { fd, write, wait } => {
+            // SAFETY: sync_file_range on a descriptor of the shared file
+            // table; its errors show up at the fsync.
+            unsafe {
+                libc::sync_file_range(fd, write.0, write.1, libc::SYNC_FILE_RANGE_WRITE);
+                if wait.1 > 0 {
+                    libc::sync_file_range(
+                        fd,
+                        wait.0,
+                        wait.1,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+            }
+            0
+        }
     }
 }
 
@@ -143,25 +191,19 @@ impl Part {
     }
 
     /// Start writing out the new window and wait for the one before it,
-    /// so dirty pages stay bounded and the final fsync is short.
+    /// so dirty pages stay bounded and the final fsync is short. Both can
+    /// wait for the device, so they run detached like fsync.
     fn push(&mut self, fd: RawFd) {
         let start = self.pushed as i64;
-        let len = (self.written - self.pushed) as i64;
-        // SAFETY: sync_file_range on our own file; errors show up at fsync.
-        unsafe {
-            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
-            if start > 0 {
-                let before = start.saturating_sub(SYNC_WINDOW as i64 * 2).max(0);
-                libc::sync_file_range(
-                    fd,
-                    before,
-                    start - before,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
-        }
+        let before = start.saturating_sub(SYNC_WINDOW as i64 * 2).max(0);
+        let call = DiskCall::Push {
+            fd,
+            write: (start, (self.written - self.pushed) as i64),
+            wait: (before, start - before),
+        };
+        // A failed push only means a longer final fsync, which reports
+        // any error of the file.
+        let _ = detached(&call);
         self.pushed = self.written;
     }
 
@@ -179,7 +221,7 @@ impl Part {
         let done = (|| {
             let file = self.file().map_err(CommitError::Io)?;
             if fsync {
-                fsync_detached(file.as_raw_fd()).map_err(CommitError::Io)?;
+                detached(&DiskCall::Fsync(file.as_raw_fd())).map_err(CommitError::Io)?;
             }
             if abandon.load(Ordering::Relaxed) {
                 return Err(CommitError::Abandoned);
@@ -198,7 +240,7 @@ impl Part {
                 Err(e) => return Err(CommitError::Io(e)),
             }
             if fsync {
-                fsync_detached(self.dir.dir.as_raw_fd()).map_err(CommitError::Io)?;
+                detached(&DiskCall::Fsync(self.dir.dir.as_raw_fd())).map_err(CommitError::Io)?;
             }
             Ok(target.clone())
         })();
@@ -228,6 +270,10 @@ impl Drop for Part {
         lock(&self.dir.live).remove(&self.id);
         if let Some(name) = self.name.take() {
             self.dir.unlink(&name);
+        }
+        if let Some(file) = self.file.take() {
+            // Nothing to report: the file is discarded.
+            let _ = detached(&DiskCall::Close(file.into_raw_fd()));
         }
     }
 }

@@ -151,3 +151,71 @@ fn run_bounded(cmd: &mut Command) -> bool {
     let _ = child.wait();
     false
 }
+
+/// An ext4 file system on a loop device whose backing file lives on a
+/// [`SlowFs`]: a block device as slow as the SlowFs's writes. Unlike FUSE,
+/// where each write goes to the daemon at once, pages written here stay
+/// dirty in the page cache, so write-back and its waits (`sync_file_range`,
+/// fsync) take real time in the kernel, as on a slow disk.
+pub struct SlowExt4 {
+    pub mount: PathBuf,
+    // Dropped after the ext4 is unmounted (fields drop after `drop`).
+    _fs: SlowFs,
+}
+
+impl SlowExt4 {
+    /// A `size_mib` file system written at `write_mbps`, under `root`.
+    pub fn mount(root: &Path, write_mbps: u32, size_mib: u64) -> SlowExt4 {
+        let fs = SlowFs::mount(root, write_mbps, Duration::ZERO);
+        let image = fs.mount.join("disk.img");
+        let mount = root.join("ext4");
+        std::fs::create_dir_all(&mount).expect("create ext4 mount point");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .expect("create the disk image");
+        let ext4 = SlowExt4 { mount, _fs: fs };
+        // Lazy init keeps mkfs from writing the whole image at 20 MB/s.
+        let mkfs = Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-E",
+                "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+            ])
+            .arg(&image)
+            .output()
+            .expect("run mkfs.ext4");
+        assert!(mkfs.status.success(), "mkfs.ext4: {mkfs:?}");
+        // `-o loop` sets up the loop device and frees it at unmount.
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&ext4.mount)
+            .output()
+            .expect("run mount");
+        assert!(
+            mounted.status.success(),
+            "mounting an ext4 on a loop device (needs root and /dev/loop-control): {mounted:?}"
+        );
+        ext4
+    }
+}
+
+impl Drop for SlowExt4 {
+    fn drop(&mut self) {
+        // A server's detached write-back may still hold a file for as long
+        // as the slow device needs: wait for it, then detach lazily.
+        let end = Instant::now() + Duration::from_secs(60);
+        while !run_bounded(Command::new("umount").arg(&self.mount)) {
+            if Instant::now() > end || !is_mounted(&self.mount) {
+                run_bounded(Command::new("umount").arg("-l").arg(&self.mount));
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == path.to_str()))
+}
