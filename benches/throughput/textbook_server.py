@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Accio server as a textbook would write it: a peer for benches/throughput.rs.
+"""The Accio server as a textbook would write it: a peer for the throughput benchmark beside it.
 
 One connection at a time: accept, send the greeting, recv(4096) until the client
 closes, print the number of bytes. Deliberately plain (no MSG_TRUNC, no big or aligned
