@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command, value_parser};
 
-use crate::cmdline::{Matched, Section, get_matches, port_arg, program};
+use crate::cmdline::{Section, get_matches, port_arg, program};
 use crate::error::Error;
 
 /// What the user asked for on the command line, before any file is read.
@@ -31,12 +31,7 @@ pub struct Args {
 }
 
 /// The outcome of parsing: run the server, or print text (help, version).
-#[derive(Debug)]
-pub enum Action {
-    Run(Args),
-    /// Text for stdout, after which the process exits 0.
-    Print(String),
-}
+pub type Action = crate::cmdline::Action<Args>;
 
 const ABOUT: &str = "Accio protocol server: greets every TCP client with \"accio\\r\\n\", \
 counts the bytes it sends until it closes, and prints one line per connection on stdout.";
@@ -240,23 +235,19 @@ pub fn command() -> Command {
 pub const USAGE: &str = "server [OPTIONS] [PORT]";
 
 /// Parse argv (including the program name) into an [`Action`].
-pub fn parse<I, T>(argv: I) -> Result<Action, Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let matches = match get_matches(command(), argv, USAGE).map_err(Error::Usage)? {
-        Matched::Print(text) => return Ok(Action::Print(text)),
-        Matched::Args(m) => m,
-    };
-    Ok(Action::Run(Args {
-        port: matches.get_one::<u16>("port").copied(),
-        config: matches.get_one::<PathBuf>("config").cloned(),
-        check_config: matches.get_flag("check-config"),
-        save_dir: matches.get_one::<PathBuf>("save-dir").cloned(),
-        bind: matches.get_one::<std::net::IpAddr>("bind").copied(),
-        output: matches.get_one::<crate::output::Format>("output").copied(),
-    }))
+pub fn parse(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Result<Action, Error> {
+    get_matches(command(), argv, USAGE)
+        .map_err(Error::Usage)?
+        .and_then(|matches| {
+            Ok(Args {
+                port: matches.get_one::<u16>("port").copied(),
+                config: matches.get_one::<PathBuf>("config").cloned(),
+                check_config: matches.get_flag("check-config"),
+                save_dir: matches.get_one::<PathBuf>("save-dir").cloned(),
+                bind: matches.get_one::<std::net::IpAddr>("bind").copied(),
+                output: matches.get_one::<crate::output::Format>("output").copied(),
+            })
+        })
 }
 
 #[cfg(test)]

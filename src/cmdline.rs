@@ -71,17 +71,34 @@ pub fn port_arg(help: &'static str) -> Arg {
         .value_parser(parse_port)
 }
 
-/// What clap made of argv, in the contract's terms.
-pub enum Matched {
-    Args(clap::ArgMatches),
+/// What a command line asks for: to run (with clap's matches, then with
+/// the program's arguments made from them), or to print text.
+#[derive(Debug)]
+pub enum Action<A> {
+    Run(A),
     /// Help or version text for stdout, after which the process exits 0.
     Print(String),
+}
+
+impl<A> Action<A> {
+    /// The program's arguments made from clap's matches by `f`, which may
+    /// still refuse them; text to print passes through.
+    pub fn and_then<B, E>(self, f: impl FnOnce(A) -> Result<B, E>) -> Result<Action<B>, E> {
+        match self {
+            Action::Run(a) => f(a).map(Action::Run),
+            Action::Print(text) => Ok(Action::Print(text)),
+        }
+    }
 }
 
 /// Run clap without letting it exit: help and version become text to
 /// print, any other error the one-line usage message (`Err`) that the
 /// caller turns into `ERROR:` and exit 64.
-pub fn get_matches<I, T>(cmd: Command, argv: I, usage: &str) -> Result<Matched, String>
+pub fn get_matches<I, T>(
+    cmd: Command,
+    argv: I,
+    usage: &str,
+) -> Result<Action<clap::ArgMatches>, String>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -104,11 +121,11 @@ where
         *first = OsString::from(&name);
     }
     match cmd.try_get_matches_from(&argv) {
-        Ok(m) => Ok(Matched::Args(m)),
+        Ok(m) => Ok(Action::Run(m)),
         Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp => Ok(Matched::Print(e.to_string())),
+            clap::error::ErrorKind::DisplayHelp => Ok(Action::Print(e.to_string())),
             // As the program was invoked: accio-server once installed.
-            clap::error::ErrorKind::DisplayVersion => Ok(Matched::Print(format!(
+            clap::error::ErrorKind::DisplayVersion => Ok(Action::Print(format!(
                 "{name} {}\n",
                 env!("CARGO_PKG_VERSION")
             ))),

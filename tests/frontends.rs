@@ -251,13 +251,7 @@ fn unusable_notify(value: &str) {
     assert_eq!(stdout.expect(), "2");
     child.signal(libc::SIGTERM);
     let _ = child.0.wait();
-    let warnings = stderr
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("NOTIFY_SOCKET"))
-        .count();
+    let warnings = stderr.count("NOTIFY_SOCKET");
     assert_eq!(warnings, 1, "one warning at start");
 }
 

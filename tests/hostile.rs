@@ -59,14 +59,7 @@ fn one_source_cannot_keep_the_others_out() {
     // One report for the flood, not 24.
     server.stderr.wait_for("already has max_per_source");
     thread::sleep(Duration::from_millis(200));
-    let reports = server
-        .stderr
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("max_per_source"))
-        .count();
+    let reports = server.stderr.count("max_per_source");
     assert_eq!(reports, 1, "refusals were not rate-limited");
     // A slot freed is a slot for the same source again.
     let s = held.pop().expect("held");
@@ -237,13 +230,7 @@ fn a_file_limit_too_low_for_max_connections_is_a_warning_and_serving_fits_it() {
     waiting.set_read_timeout(Some(WAIT)).expect("timeout");
     assert!(greeted(&mut waiting));
     assert!(
-        !server
-            .stderr
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("Too many open files")),
+        !server.stderr.saw("Too many open files"),
         "accept failed with EMFILE"
     );
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::proxy_header::*;
 use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -12,9 +13,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The 12 bytes a v2 header starts with.
-const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
@@ -33,69 +31,6 @@ fn proxied(extra: &str) -> Server {
     Spawn::new()
         .config(&format!("proxy_protocol = true\n{extra}"))
         .start()
-}
-
-/// A v1 line (TCP4 or TCP6 by the addresses) for a client at `src`.
-fn v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    let proto = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!(
-        "PROXY {proto} {} {} {} {}\r\n",
-        src.ip(),
-        dst.ip(),
-        src.port(),
-        dst.port()
-    )
-    .into_bytes()
-}
-
-/// A v2 header: version 2 and `ver_cmd`'s command, family `fam`, and
-/// `body` (address block and TLVs) behind its length.
-fn v2_raw(ver_cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
-    let mut h = V2_SIG.to_vec();
-    h.push(ver_cmd);
-    h.push(fam);
-    let len = u16::try_from(body.len()).expect("a v2 body fits 64 KiB");
-    h.extend_from_slice(&len.to_be_bytes());
-    h.extend_from_slice(body);
-    h
-}
-
-/// The address block of a TCP connection from `src` to `dst`, with its
-/// family byte (TCP over IPv4 0x11, TCP over IPv6 0x21).
-fn v2_block(src: SocketAddr, dst: SocketAddr) -> (u8, Vec<u8>) {
-    let (fam, mut block) = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (0x11, [s.octets(), d.octets()].concat()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (0x21, [s.octets(), d.octets()].concat()),
-        _ => panic!("one family for both ends"),
-    };
-    block.extend_from_slice(&src.port().to_be_bytes());
-    block.extend_from_slice(&dst.port().to_be_bytes());
-    (fam, block)
-}
-
-/// A v2 PROXY header for a client at `src`, with `tlvs` after the
-/// addresses.
-fn v2(src: SocketAddr, dst: SocketAddr, tlvs: &[u8]) -> Vec<u8> {
-    let (fam, block) = v2_block(src, dst);
-    v2_raw(0x21, fam, &[block, tlvs.to_vec()].concat())
-}
-
-/// One type-length-value field.
-fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(value.len()).expect("a TLV fits 64 KiB");
-    [&[kind][..], &len.to_be_bytes(), value].concat()
-}
-
-/// TLVs as HAProxy sends them (ALPN, authority, unique id), and padding
-/// (NOOP) that takes the header past what the server peeks at once.
-fn some_tlvs() -> Vec<u8> {
-    [
-        tlv(0x01, b"accio"),
-        tlv(0x02, b"uploads.example.org"),
-        tlv(0x05, &payload(32, 99)),
-        tlv(0x04, &[0; 600]),
-    ]
-    .concat()
 }
 
 /// Connect from 127.0.0.1 and send `bytes`.
@@ -188,11 +123,20 @@ fn refused_with(server: &Server, bytes: &[u8], why: &str) {
         "greeted after {:?}",
         String::from_utf8_lossy(bytes)
     );
+    refusal_reported(server, port, why);
+}
+
+/// What the refusal of our client on `port` leaves: an `ERROR` line, and
+/// why in the log.
+fn refusal_reported(server: &Server, port: u16, why: &str) {
     assert_eq!(server.stdout.expect(), "ERROR");
     server.stderr.wait_for(&format!(
         "refused 127.0.0.1:{port}: no valid PROXY protocol header ({why})"
     ));
 }
+
+/// Why a client that closes in the middle of its header is refused.
+const CLOSED_EARLY: &str = "the client closed before a complete header";
 
 #[test]
 fn v1_headers_carry_the_client_and_are_not_counted() {
@@ -243,13 +187,7 @@ fn v2_headers_carry_the_client_and_are_not_counted() {
     let peer = upload(&server, &v2_raw(0x20, fam, &block), &data[..6]);
     server.stderr.wait_for(&counted(4, peer, 6));
     assert!(
-        !server
-            .stderr
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("192.0.2.99")),
+        !server.stderr.saw("192.0.2.99"),
         "a LOCAL header's addresses were taken for the client"
     );
 }
@@ -342,10 +280,7 @@ fn a_malformed_header_is_refused_without_a_greeting() {
     let port = s.local_addr().expect("local address").port();
     s.shutdown(Shutdown::Write).expect("shutdown");
     assert!(until_end(&mut s).is_empty());
-    assert_eq!(server.stdout.expect(), "ERROR");
-    server.stderr.wait_for(&format!(
-        "refused 127.0.0.1:{port}: no valid PROXY protocol header (the client closed before a complete header)"
-    ));
+    refusal_reported(&server, port, CLOSED_EARLY);
     // Refusals took no connection number: the next client is number 1.
     let client = sa("192.0.2.9:999");
     upload(&server, &v1(client, sa("192.0.2.1:5000")), b"ok");
@@ -362,10 +297,7 @@ fn a_header_cut_short_by_a_close_is_refused_at_once() {
     assert!(until_end(&mut s).is_empty());
     let took = start.elapsed();
     assert!(took < Duration::from_secs(1), "ended after {took:?}");
-    assert_eq!(server.stdout.expect(), "ERROR");
-    server.stderr.wait_for(&format!(
-        "refused 127.0.0.1:{port}: no valid PROXY protocol header (the client closed before a complete header)"
-    ));
+    refusal_reported(&server, port, CLOSED_EARLY);
 }
 
 #[test]
@@ -727,13 +659,7 @@ fn haproxy_spreads_clients_and_the_servers_see_who_they_are() {
             server.stderr.wait_for(&counted(i as u64 + 1, client, size));
         }
         assert!(
-            !server
-                .stderr
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("from 127.0.0.1:")),
+            !server.stderr.saw("from 127.0.0.1:"),
             "a server saw the balancer as the client"
         );
     }

@@ -262,16 +262,7 @@ fn on_small_tmpfs(tmp: &TempDir, size: &str, config: &str) -> (Server, PathBuf) 
     );
     let server = Spawn::new()
         .config(config)
-        .wrap(&[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-        ])
+        .wrap(&own_mounts(&script))
         .arg("--save-dir")
         .arg(&path_of(&dir))
         .start();

@@ -333,14 +333,7 @@ fn out_of_file_descriptors_is_reported_once_retried_and_does_not_spin() {
     }
     let lines: Vec<String> = (0..30).map(|_| server.stdout.expect()).collect();
     assert!(lines.iter().all(|l| l == "0"), "{lines:?}");
-    let reports = server
-        .stderr
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("accept failed"))
-        .count();
+    let reports = server.stderr.count("accept failed");
     assert!(
         reports <= 2,
         "accept errors were not rate-limited: {reports} reports"

@@ -65,6 +65,7 @@
 
 mod common;
 
+use common::proxy_header::*;
 use common::raw::{NotifyLog, spawn_named, spawn_raw};
 use common::*;
 use std::collections::{BTreeMap, HashMap};
@@ -878,9 +879,6 @@ fn holder(ctx: &Ctx, via: Via, h: Hold, rng: &mut Rng) -> u64 {
 
 // ----------------------------------------------------- PROXY protocol ----
 
-/// The 12 bytes a v2 header starts with.
-const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-
 /// A destination of the same family as `src` for a header.
 fn dst_for(src: SocketAddr) -> SocketAddr {
     if src.is_ipv4() {
@@ -888,59 +886,6 @@ fn dst_for(src: SocketAddr) -> SocketAddr {
     } else {
         SocketAddr::new(IpAddr::V6("2001:db8::1".parse().expect("ip")), 5000)
     }
-}
-
-/// A v1 line (TCP4 or TCP6 by the addresses).
-fn v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    let proto = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!(
-        "PROXY {proto} {} {} {} {}\r\n",
-        src.ip(),
-        dst.ip(),
-        src.port(),
-        dst.port()
-    )
-    .into_bytes()
-}
-
-fn v2_raw(ver_cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
-    let mut h = V2_SIG.to_vec();
-    h.push(ver_cmd);
-    h.push(fam);
-    let len = u16::try_from(body.len()).expect("a v2 body fits 64 KiB");
-    h.extend_from_slice(&len.to_be_bytes());
-    h.extend_from_slice(body);
-    h
-}
-
-/// A v2 PROXY (command) header for `src`, `tlvs` after the addresses.
-fn v2(src: SocketAddr, dst: SocketAddr, tlvs: &[u8]) -> Vec<u8> {
-    let (fam, mut block) = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (0x11, [s.octets(), d.octets()].concat()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (0x21, [s.octets(), d.octets()].concat()),
-        _ => panic!("one family for both ends"),
-    };
-    block.extend_from_slice(&src.port().to_be_bytes());
-    block.extend_from_slice(&dst.port().to_be_bytes());
-    block.extend_from_slice(tlvs);
-    v2_raw(0x21, fam, &block)
-}
-
-fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(value.len()).expect("a TLV fits 64 KiB");
-    [&[kind][..], &len.to_be_bytes(), value].concat()
-}
-
-/// TLVs as HAProxy sends them, and NOOP padding that takes the header past
-/// what the server peeks at once.
-fn some_tlvs() -> Vec<u8> {
-    [
-        tlv(0x01, b"accio"),
-        tlv(0x02, b"uploads.example.org"),
-        tlv(0x05, &data()[..32]),
-        tlv(0x04, &[0; 600]),
-    ]
-    .concat()
 }
 
 /// The n-th carried client address, unique for n below 60 million: one of
@@ -1766,12 +1711,6 @@ struct Plan {
     flat_checkpoints: &'static [u64],
 }
 
-#[derive(Default)]
-struct Peaks {
-    fds: AtomicUsize,
-    rss: AtomicU64,
-}
-
 fn soak(plan: Plan) {
     let started = Instant::now();
     let nofile = raise_nofile();
@@ -1795,18 +1734,7 @@ fn soak(plan: Plan) {
     let pid = main.pid;
     let idle_fds = fd_count(pid);
     let idle_rss = rss_kib(pid);
-    let peaks = Arc::new(Peaks::default());
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peaks, sampling) = (peaks.clone(), sampling.clone());
-        spawn_named("sampler", move || {
-            while sampling.load(SeqCst) {
-                peaks.fds.fetch_max(fd_count(pid), SeqCst);
-                peaks.rss.fetch_max(rss_kib(pid), SeqCst);
-                thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = Sampler::start(pid);
 
     // B and C run beside A's load. All three are started here, one after
     // the other: a child forked while C's stdout pipe still had its read end
@@ -1910,30 +1838,14 @@ fn soak(plan: Plan) {
     reloader.join().expect("sighup thread");
     let load_secs = load_start.elapsed().as_secs_f64();
 
-    // Quiet: every connection closed; fds exactly back, RSS near, no CPU.
-    let t = Instant::now();
-    while fd_count(pid) != idle_fds && t.elapsed() < Duration::from_secs(10) {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let after_fds = fd_count(pid);
-    thread::sleep(Duration::from_millis(300));
-    let after_rss = rss_kib(pid);
-    let cpu0 = cpu_ticks(pid);
-    thread::sleep(Duration::from_secs(2));
-    let idle_cpu = cpu_ticks(pid) - cpu0;
-    if after_fds != idle_fds {
-        problems.push(format!(
-            "[A] fds after the load {after_fds}, idle {idle_fds}"
-        ));
-    }
-    if after_rss > idle_rss + 4 * 1024 {
-        problems.push(format!(
-            "[A] RSS after the load {after_rss} KiB, idle {idle_rss} KiB"
-        ));
-    }
-    if idle_cpu > 1 {
-        problems.push(format!("[A] {idle_cpu} CPU ticks in 2 s while idle"));
-    }
+    // Quiet: every connection closed.
+    let (after_fds, after_rss, idle_cpu) = check_quiet(
+        "A",
+        pid,
+        (idle_fds, idle_rss),
+        Duration::from_secs(2),
+        &mut problems,
+    );
     // Still serving after all that.
     transfer_checked(&ctx, b"still serving");
 
@@ -1982,8 +1894,7 @@ fn soak(plan: Plan) {
         rec.end = End::Failed(why, Instant::now());
         ctx.recs.lock().unwrap().push(rec);
     }
-    sampling.store(false, SeqCst);
-    sampler.join().expect("sampler");
+    let (peak_fds, peak_rss) = sampler.stop();
     if status.code() != Some(0) {
         problems.push(format!("[A] exit status {status} after SIGTERM"));
     }
@@ -2095,8 +2006,8 @@ fn soak(plan: Plan) {
         fa.bytes,
         fa.bytes as f64 / GIB as f64,
         fa.lines,
-        peaks.fds.load(SeqCst),
-        peaks.rss.load(SeqCst),
+        peak_fds,
+        peak_rss,
         hups.load(SeqCst),
         fa.reloads_ok,
         fa.reloads_failed,
@@ -2402,31 +2313,53 @@ fn start_aux(config: &str) -> Aux {
     }
 }
 
-/// Peak fds and RSS of `pid`, sampled every 20 ms until `on` is cleared.
-fn sample_peaks(pid: i32, on: Arc<AtomicBool>) -> (Arc<Peaks>, JoinHandle<()>) {
-    let peaks = Arc::new(Peaks::default());
-    let p = peaks.clone();
-    let h = spawn_named("sampler", move || {
-        while on.load(SeqCst) {
-            p.fds.fetch_max(fd_count(pid), SeqCst);
-            p.rss.fetch_max(rss_kib(pid), SeqCst);
-            thread::sleep(Duration::from_millis(20));
-        }
-    });
-    (peaks, h)
+#[derive(Default)]
+struct Peaks {
+    fds: AtomicUsize,
+    rss: AtomicU64,
 }
 
-/// After the load: fds exactly back to idle, RSS near idle, no CPU; then
-/// SIGTERM, exit 0, and the verdict on every line. Returns the figures.
-fn quiet_stop_verify(
+/// Peak fds and RSS of a server, sampled every 20 ms on a thread of its
+/// own while its load runs.
+struct Sampler {
+    on: Arc<AtomicBool>,
+    peaks: Arc<Peaks>,
+    thread: JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(pid: i32) -> Sampler {
+        let on = Arc::new(AtomicBool::new(true));
+        let peaks = Arc::new(Peaks::default());
+        let (o, p) = (on.clone(), peaks.clone());
+        let thread = spawn_named("sampler", move || {
+            while o.load(SeqCst) {
+                p.fds.fetch_max(fd_count(pid), SeqCst);
+                p.rss.fetch_max(rss_kib(pid), SeqCst);
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Sampler { on, peaks, thread }
+    }
+
+    /// Stop sampling: the peak fds and the peak RSS in KiB.
+    fn stop(self) -> (usize, u64) {
+        self.on.store(false, SeqCst);
+        self.thread.join().expect("sampler");
+        (self.peaks.fds.load(SeqCst), self.peaks.rss.load(SeqCst))
+    }
+}
+
+/// After the load: fds exactly back to idle (given 10 s to get there), RSS
+/// at most 4 MiB above idle, at most one CPU tick in `cpu_window`. Returns
+/// the fds, RSS (KiB) and CPU ticks found.
+fn check_quiet(
     name: &str,
-    mut srv: Aux,
-    ctx: &Ctx,
-    idle_fds: usize,
-    idle_rss: u64,
+    pid: i32,
+    (idle_fds, idle_rss): (usize, u64),
+    cpu_window: Duration,
     problems: &mut Vec<String>,
-) -> (Figures, String) {
-    let pid = srv.pid;
+) -> (usize, u64, u64) {
     let t = Instant::now();
     while fd_count(pid) != idle_fds && t.elapsed() < Duration::from_secs(10) {
         thread::sleep(Duration::from_millis(20));
@@ -2435,7 +2368,7 @@ fn quiet_stop_verify(
     thread::sleep(Duration::from_millis(300));
     let after_rss = rss_kib(pid);
     let cpu0 = cpu_ticks(pid);
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(cpu_window);
     let idle_cpu = cpu_ticks(pid) - cpu0;
     if after_fds != idle_fds {
         problems.push(format!(
@@ -2448,8 +2381,31 @@ fn quiet_stop_verify(
         ));
     }
     if idle_cpu > 1 {
-        problems.push(format!("[{name}] {idle_cpu} CPU ticks in 1 s while idle"));
+        problems.push(format!(
+            "[{name}] {idle_cpu} CPU ticks in {} s while idle",
+            cpu_window.as_secs()
+        ));
     }
+    (after_fds, after_rss, idle_cpu)
+}
+
+/// After the load: fds exactly back to idle, RSS near idle, no CPU; then
+/// SIGTERM, exit 0, and the verdict on every line. Returns the figures.
+fn quiet_stop_verify(
+    name: &str,
+    mut srv: Aux,
+    ctx: &Ctx,
+    idle_fds: usize,
+    idle_rss: u64,
+    problems: &mut Vec<String>,
+) -> (Figures, String) {
+    let (after_fds, after_rss, idle_cpu) = check_quiet(
+        name,
+        srv.pid,
+        (idle_fds, idle_rss),
+        Duration::from_secs(1),
+        problems,
+    );
     srv.child.signal(libc::SIGTERM);
     let t = Instant::now();
     let status = loop {
@@ -2512,8 +2468,7 @@ fn proxy_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>) {
     let ctx = Ctx::new(srv.addr);
     thread::sleep(Duration::from_millis(100));
     let (idle_fds, idle_rss) = (fd_count(srv.pid), rss_kib(srv.pid));
-    let on = Arc::new(AtomicBool::new(true));
-    let (peaks, sampler) = sample_peaks(srv.pid, on.clone());
+    let sampler = Sampler::start(srv.pid);
     let load_start = Instant::now();
     let mut hs = Vec::new();
     let done = Arc::new(AtomicU64::new(0));
@@ -2588,8 +2543,7 @@ fn proxy_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>) {
         h.join().expect("server D client");
     }
     let load_secs = load_start.elapsed().as_secs_f64();
-    on.store(false, SeqCst);
-    sampler.join().expect("sampler");
+    let (peak_fds, peak_rss) = sampler.stop();
     let (mut f, note) = quiet_stop_verify("D", srv, &ctx, idle_fds, idle_rss, &mut problems);
     if plan.proxy_hot > 0 && f.refused == f.refused_header {
         problems.push("[D] no refusal for a hot carried source".into());
@@ -2608,10 +2562,8 @@ fn proxy_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>) {
         ));
     }
     f.note = format!(
-        "load {load_secs:.1} s, hot-source cycles {}, peak fds {}, peak RSS {} KiB, {note}",
+        "load {load_secs:.1} s, hot-source cycles {}, peak fds {peak_fds}, peak RSS {peak_rss} KiB, {note}",
         cycles.load(SeqCst),
-        peaks.fds.load(SeqCst),
-        peaks.rss.load(SeqCst),
     );
     (f, problems)
 }
@@ -2631,8 +2583,7 @@ fn flat_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>, Vec<(u
     let ctx = Ctx::new(srv.addr);
     thread::sleep(Duration::from_millis(100));
     let (idle_fds, idle_rss) = (fd_count(srv.pid), rss_kib(srv.pid));
-    let on = Arc::new(AtomicBool::new(true));
-    let (peaks, sampler) = sample_peaks(srv.pid, on.clone());
+    let sampler = Sampler::start(srv.pid);
     let done = Arc::new(AtomicU64::new(0));
     let load_start = Instant::now();
     let mut hs = Vec::new();
@@ -2666,8 +2617,7 @@ fn flat_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>, Vec<(u
     }
     let load_secs = load_start.elapsed().as_secs_f64();
     points.push((done.load(SeqCst), rss_kib(srv.pid)));
-    on.store(false, SeqCst);
-    sampler.join().expect("sampler");
+    let (peak_fds, peak_rss) = sampler.stop();
     match points.first() {
         Some(&(n0, warm)) if points.len() >= 3 => {
             let (n, top) = points.iter().copied().max_by_key(|p| p.1).expect("points");
@@ -2683,11 +2633,7 @@ fn flat_server(srv: Aux, plan: Plan, seed: u64) -> (Figures, Vec<String>, Vec<(u
         )),
     }
     let (mut f, note) = quiet_stop_verify("E", srv, &ctx, idle_fds, idle_rss, &mut problems);
-    f.note = format!(
-        "load {load_secs:.1} s, peak fds {}, peak RSS {} KiB, {note}",
-        peaks.fds.load(SeqCst),
-        peaks.rss.load(SeqCst),
-    );
+    f.note = format!("load {load_secs:.1} s, peak fds {peak_fds}, peak RSS {peak_rss} KiB, {note}");
     (f, problems, points)
 }
 

@@ -18,12 +18,7 @@ pub struct Args {
 }
 
 /// The outcome of parsing: send, or print text (help, version).
-#[derive(Debug)]
-pub enum Action {
-    Run(Args),
-    /// Text for stdout, after which the process exits 0.
-    Print(String),
-}
+pub type Action = crate::cmdline::Action<Args>;
 
 pub(super) const ABOUT: &str = "Accio protocol client: connects to an Accio server, waits for its \
 \"accio\\r\\n\" greeting, sends FILE (- for standard input), closes its sending side and \
@@ -185,15 +180,14 @@ pub fn command() -> Command {
 }
 
 /// Parse argv (including the program name) into an [`Action`].
-pub fn parse<I, T>(argv: I) -> Result<Action, Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let matches = match get_matches(command(), argv, USAGE).map_err(Error::Usage)? {
-        Matched::Print(text) => return Ok(Action::Print(text)),
-        Matched::Args(m) => m,
-    };
+pub fn parse(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Result<Action, Error> {
+    get_matches(command(), argv, USAGE)
+        .map_err(Error::Usage)?
+        .and_then(args)
+}
+
+/// The client's arguments from clap's matches: HOST must not be empty.
+fn args(matches: clap::ArgMatches) -> Result<Args, Error> {
     let host = matches
         .get_one::<String>("host")
         .cloned()
@@ -216,7 +210,7 @@ where
     } else {
         None
     };
-    Ok(Action::Run(Args {
+    Ok(Args {
         host,
         port: matches.get_one::<u16>("port").copied().unwrap_or_default(),
         file: matches
@@ -224,7 +218,7 @@ where
             .cloned()
             .unwrap_or_default(),
         progress,
-    }))
+    })
 }
 
 #[cfg(test)]

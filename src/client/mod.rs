@@ -74,7 +74,7 @@ use libc::{c_int, c_short};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cmdline::{Matched, Section, get_matches, port_arg, program, usage_hint};
+use crate::cmdline::{Section, get_matches, port_arg, program, usage_hint};
 use crate::connection::GREETING;
 
 /// Every wait (connect, greeting, a stalled send, the server's close) gives

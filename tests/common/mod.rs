@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod ports;
+pub mod proxy_header;
 pub mod raw;
 pub mod slowfs;
 pub use ports::free_port;
@@ -115,6 +116,21 @@ impl Lines {
             "no line containing {needle:?}; seen: {:?}",
             self.seen.lock().unwrap()
         );
+    }
+
+    /// How many of the lines read so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Whether any line read so far contains `needle`.
+    pub fn saw(&self, needle: &str) -> bool {
+        self.count(needle) > 0
     }
 
     /// Everything until the pipe closes (the process exited).
@@ -554,18 +570,26 @@ pub fn with_private_dev_log(sock: &Path, port: u16) -> Command {
          mknod -m 666 /dev/null c 1 3 && ln -s {} /dev/log && exec \"$@\"",
         path_of(sock)
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
+    let [unshare, args @ ..] = own_mounts(&script);
+    let mut cmd = Command::new(unshare);
+    cmd.args(args).args([BIN, &port.to_string()]);
+    cmd
+}
+
+/// A wrapper that runs `script` in a mount namespace of its own, so that
+/// what it mounts never reaches the host's mount table; the script ends in
+/// `exec "$@"` to run the command behind the wrapper.
+pub fn own_mounts(script: &str) -> [&str; 8] {
+    [
+        "unshare",
         "--mount",
         "--propagation",
         "private",
         "sh",
         "-c",
-        &script,
+        script,
         "sh",
-    ])
-    .args([BIN, &port.to_string()]);
-    cmd
+    ]
 }
 
 /// Lower a running process's open-file limit (soft and hard) with prlimit.
