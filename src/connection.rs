@@ -7,7 +7,7 @@
 //! The count needs the number of bytes, not the bytes: `recv(MSG_TRUNC)` on
 //! a TCP socket discards queued data inside the kernel and returns its
 //! length, so the payload is never copied to user space and no buffer
-//! exists per connection. When saving, `splice` moves the bytes into a pipe
+//! exists per connection. When saving, `splice` moves the bytes into pipes
 //! towards the disk threads, again without a copy.
 //!
 //! Urgent (`MSG_OOB`) bytes are ordinary bytes here: sockets are accepted
@@ -33,7 +33,7 @@ use crate::config::fmt_duration;
 use crate::disk::Job;
 use crate::log::{Level, quote};
 use crate::proxy;
-use crate::save::{Part, PipeIn};
+use crate::save::{Part, Pipes};
 use crate::sources::Source;
 
 /// The first and only bytes the server ever sends.
@@ -128,7 +128,7 @@ pub enum Progress {
     Eof,
     Reset,
     Failed(io::Error),
-    /// The pipe to the disk is full: wait for the disk before reading on.
+    /// The pipes to the disk are full: wait for the disk before reading on.
     Blocked,
     /// More than `max_file_size` bytes arrived.
     TooLarge,
@@ -187,13 +187,16 @@ pub enum HeaderProgress {
 }
 
 /// A saving connection's side of the way to the disk: the loop splices the
-/// socket into the pipe, a disk thread the pipe into the file.
+/// socket into one pipe while a disk thread moves the other into the file.
 pub struct Saving {
-    pipe: PipeIn,
+    pipes: Pipes,
+    /// The pipe the loop fills; a drain job is always for the other one,
+    /// so the bytes reach the file in the order they came.
+    fill: usize,
     /// Home between jobs; `None` while a disk thread has it.
     part: Option<Box<Part>>,
-    /// Bytes in the pipe that no finished job has moved on yet.
-    in_pipe: usize,
+    /// Bytes in each pipe that no finished job has moved on yet.
+    in_pipe: [usize; 2],
     /// An urgent byte read past the mark (splice stops there) that did not
     /// fit into the pipe yet.
     stash: Option<u8>,
@@ -207,11 +210,12 @@ pub struct Saving {
 }
 
 impl Saving {
-    pub fn new(pipe: PipeIn, part: Part) -> Saving {
+    pub fn new(pipes: Pipes, part: Part) -> Saving {
         Saving {
-            pipe,
+            pipes,
+            fill: 0,
             part: Some(Box::new(part)),
-            in_pipe: 0,
+            in_pipe: [0; 2],
             stash: None,
             eof: false,
             committing: false,
@@ -220,17 +224,23 @@ impl Saving {
     }
 
     /// The job this connection needs next, if its part is home: move what
-    /// is in the pipe, or, once the client closed and the pipe is empty,
-    /// commit.
+    /// is in the pipes, older bytes first, or, once the client closed and
+    /// the pipes are empty, commit. A drain of the pipe being filled hands
+    /// it over and the loop fills the other one.
     pub fn next_job(&mut self, fsync: bool) -> Option<Job> {
         if self.part.is_none() || self.committing {
             return None;
         }
-        if self.in_pipe > 0 {
+        if self.in_pipe[self.fill ^ 1] == 0 && self.in_pipe[self.fill] > 0 {
+            self.fill ^= 1;
+        }
+        let which = self.fill ^ 1;
+        if self.in_pipe[which] > 0 {
             let part = self.part.take()?;
             return Some(Job::Drain {
                 part,
-                amount: self.in_pipe,
+                which,
+                amount: self.in_pipe[which],
                 fsync,
             });
         }
@@ -244,8 +254,18 @@ impl Saving {
 
     /// A drain job came back.
     pub fn drained(&mut self, part: Box<Part>, moved: usize) {
-        self.in_pipe = self.in_pipe.saturating_sub(moved);
+        let which = self.fill ^ 1;
+        self.in_pipe[which] = self.in_pipe[which].saturating_sub(moved);
         self.part = Some(part);
+    }
+
+    fn fill_fd(&self) -> libc::c_int {
+        self.pipes.0[self.fill].fd.as_raw_fd()
+    }
+
+    /// Whether the pipe the loop fills has room.
+    pub fn has_room(&self) -> bool {
+        self.in_pipe[self.fill] < self.pipes.0[self.fill].capacity
     }
 
     /// The part, if it is home, for a marker job; its pipe goes with it.
@@ -354,15 +374,15 @@ impl Connection {
             }
             if let Some(byte) = save.stash {
                 // SAFETY: a one-byte write from a valid buffer to our pipe.
-                let n =
-                    unsafe { libc::write(save.pipe.fd.as_raw_fd(), (&raw const byte).cast(), 1) };
+                let n = unsafe { libc::write(save.fill_fd(), (&raw const byte).cast(), 1) };
                 if n != 1 {
                     return Progress::Blocked;
                 }
                 save.stash = None;
-                save.in_pipe += 1;
+                save.in_pipe[save.fill] += 1;
             }
-            let room = save.pipe.capacity.saturating_sub(save.in_pipe);
+            let pipe = &save.pipes.0[save.fill];
+            let room = pipe.capacity.saturating_sub(save.in_pipe[save.fill]);
             if room == 0 {
                 return Progress::Blocked;
             }
@@ -373,7 +393,7 @@ impl Connection {
                 libc::splice(
                     sock,
                     std::ptr::null_mut(),
-                    save.pipe.fd.as_raw_fd(),
+                    pipe.fd.as_raw_fd(),
                     std::ptr::null_mut(),
                     want,
                     libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
@@ -381,7 +401,7 @@ impl Connection {
             };
             if n > 0 {
                 self.bytes += n as u64;
-                save.in_pipe += n as usize;
+                save.in_pipe[save.fill] += n as usize;
                 if max != 0 && self.bytes > max {
                     return Progress::TooLarge;
                 }

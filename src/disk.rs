@@ -3,14 +3,15 @@
 //!
 //! A slow disk (a busy HDD, network storage, a FUSE file system, a big
 //! fsync) must not delay a greeting, an idle timeout, a watchdog ping or a
-//! stop. So the loop only moves bytes from a socket into the connection's
-//! pipe (memory, never blocks), and hands the pipe to this pool: a few
+//! stop. So the loop only moves bytes from a socket into one of the
+//! connection's two pipes (memory, never blocks), and hands the pipe to
+//! this pool while it fills the other (see [`crate::save::Pipes`]): a few
 //! threads that move the bytes on into the file with `splice` (still no
 //! user-space copy), make it durable and give it its name.
 //!
 //! Back-pressure instead of buffering: a connection has at most one job in
-//! flight, and its pipe (1 MiB at most) is all the data that can wait for
-//! the disk. When the pipe is full the loop stops reading that socket, the
+//! flight, and its pipes (1 MiB each at most) are all the data that can
+//! wait for the disk. When both are full the loop stops reading that socket, the
 //! kernel's receive window closes, and TCP slows the client down to what the
 //! disk takes. Memory stays O(1) per connection whatever the disk does.
 //!
@@ -46,9 +47,11 @@ pub struct For {
 }
 
 pub enum Job {
-    /// Move `amount` bytes, already in the part's pipe, into its file.
+    /// Move `amount` bytes, already in the part's pipe `which`, into its
+    /// file.
     Drain {
         part: Box<Part>,
+        which: usize,
         amount: usize,
         fsync: bool,
     },
@@ -221,10 +224,11 @@ fn work(shared: &Shared, results: &Sender<(For, Done)>, waker: &mio::Waker) {
         let done = match job {
             Job::Drain {
                 mut part,
+                which,
                 amount,
                 fsync,
             } => {
-                let (moved, error) = part.drain(amount, fsync, abandon);
+                let (moved, error) = part.drain(which, amount, fsync, abandon);
                 Done::Drained { part, moved, error }
             }
             Job::Commit { part, fsync } => Done::Committed(part.commit(to.number, fsync, abandon)),

@@ -287,6 +287,8 @@ fn min_free_space_refuses_while_low_and_recovers() {
     send_all(&server, &payload(5 << 20, 6));
     assert_eq!(server.stdout.expect(), "ERROR");
     server.stderr.wait_for("min_free_space keeps");
+    // The line comes first; the temporary goes before its marker is written.
+    wait_until(|| std::fs::read(inside.join("2.file")).is_ok_and(|b| b == b"ERROR"));
     // Something else fills the file system: new clients are refused
     // (no greeting, an ERROR line, no number, no file).
     let filler = inside.join("filler");

@@ -88,7 +88,8 @@ pub struct SaveDir {
 /// threads drop parts, since freeing a large file takes disk time.
 pub struct Part {
     dir: Arc<SaveDir>,
-    pipe: OwnedFd,
+    /// The read ends of the connection's two pipes (see [`Pipes`]).
+    pipes: [OwnedFd; 2],
     file: Option<File>,
     /// The name of a named temporary; `None` for `O_TMPFILE` or once it
     /// was given its final name.
@@ -99,7 +100,14 @@ pub struct Part {
     pushed: u64,
 }
 
-/// The write end of a connection's pipe, kept by the loop.
+/// The write ends of a saving connection's two pipes. A disk thread's
+/// splice from a pipe into the file holds the pipe's lock until the file
+/// took the bytes, which on a slow disk is a long time: the loop must never
+/// touch a pipe a disk thread has. With two, the loop fills one while a
+/// disk thread empties the other, instead of the two taking turns.
+pub struct Pipes(pub [PipeIn; 2]);
+
+/// The write end of a pipe, kept by the loop.
 pub struct PipeIn {
     pub fd: OwnedFd,
     /// How many bytes the pipe holds at most.
@@ -246,35 +254,19 @@ impl SaveDir {
 
     /// A new pipe for a connection: the loop keeps the write end, the part
     /// (and with it a disk thread) the read end.
-    pub fn pipe(self: &Arc<Self>) -> io::Result<(PipeIn, Part)> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array on success.
-        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-        // SAFETY: both fds were just created and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
-        let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        if size <= 0 {
-            // SAFETY: F_GETPIPE_SZ only queries.
-            size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        }
-        let capacity = usize::try_from(size).unwrap_or(64 * 1024).max(4096);
+    pub fn pipes(self: &Arc<Self>) -> io::Result<(Pipes, Part)> {
+        let (in0, out0) = pipe()?;
+        let (in1, out1) = pipe()?;
         let part = Part {
             dir: Arc::clone(self),
-            pipe: read,
+            pipes: [out0, out1],
             file: None,
             name: None,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             written: 0,
             pushed: 0,
         };
-        Ok((
-            PipeIn {
-                fd: write,
-                capacity,
-            },
-            part,
-        ))
+        Ok((Pipes([in0, in1]), part))
     }
 
     /// A new temporary file: anonymous where the file system allows it,
@@ -512,6 +504,30 @@ impl SaveDir {
             libc::_exit(0);
         }
     }
+}
+
+/// A non-blocking pipe of [`PIPE_SIZE`] if the system allows: its write
+/// end for the loop, its read end for the disk threads.
+fn pipe() -> io::Result<(PipeIn, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array on success.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
+    let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    if size <= 0 {
+        // SAFETY: F_GETPIPE_SZ only queries.
+        size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    }
+    let capacity = usize::try_from(size).unwrap_or(64 * 1024).max(4096);
+    Ok((
+        PipeIn {
+            fd: write,
+            capacity,
+        },
+        read,
+    ))
 }
 
 fn final_name(number: u64) -> CString {

@@ -124,10 +124,11 @@ impl Part {
             .ok_or_else(|| io::Error::other("no temporary file"))
     }
 
-    /// Move `amount` bytes, known to be in the pipe, into the file.
+    /// Move `amount` bytes, known to be in pipe `which`, into the file.
     /// Returns how many moved; an error is the file's (or the disk's).
     pub fn drain(
         &mut self,
+        which: usize,
         amount: usize,
         fsync: bool,
         abandon: &AtomicBool,
@@ -148,7 +149,9 @@ impl Part {
             }
             _ => {}
         }
-        let pipe = self.pipe.as_raw_fd();
+        let Some(pipe) = self.pipes.get(which).map(AsRawFd::as_raw_fd) else {
+            return (0, Some(io::Error::other("no such pipe")));
+        };
         let file = match self.file() {
             Ok(f) => f.as_raw_fd(),
             Err(e) => return (0, Some(e)),

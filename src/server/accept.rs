@@ -171,7 +171,7 @@ impl Server<'_> {
     /// An admitted connection gets its number, its way to the disk when
     /// saving, and the greeting.
     pub(super) fn start(&mut self, slot: usize, source: Source, number: u64) {
-        let pipe = self.disk.as_ref().map(|d| d.dir().pipe());
+        let pipe = self.disk.as_ref().map(|d| d.dir().pipes());
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -252,8 +252,8 @@ impl Server<'_> {
 }
 
 /// Raise the soft open-file limit to the hard one, and return how many
-/// connections fit: each needs its socket, and when saving a pipe and its
-/// file (three more); the reserve is for stdio, epoll, the signal pipe,
+/// connections fit: each needs its socket, and when saving two pipes and
+/// its file (five more); the reserve is for stdio, epoll, the signal pipe,
 /// the notify and log sockets, the save directory and a config file read
 /// at a reload.
 pub(super) fn fd_room(listeners: usize, saving: bool) -> usize {
@@ -280,7 +280,7 @@ pub(super) fn fd_room(listeners: usize, saving: bool) -> usize {
     if lim.rlim_cur == libc::RLIM_INFINITY {
         return usize::MAX;
     }
-    let per = if saving { 4 } else { 1 };
+    let per = if saving { 6 } else { 1 };
     let room = lim.rlim_cur.saturating_sub(RESERVE + listeners as u64) / per;
     usize::try_from(room).unwrap_or(usize::MAX).max(1)
 }

@@ -22,7 +22,8 @@ impl Server<'_> {
     }
 
     /// Hand a saving connection's next step to the disk threads, if its
-    /// part is home and there is one.
+    /// part is home and there is one. A drain that hands over the full pipe
+    /// leaves the loop an empty one: reading goes on at once.
     pub(super) fn kick(&mut self, slot: usize) {
         let fsync = self.settings.fsync;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
@@ -37,6 +38,9 @@ impl Server<'_> {
             && let Some(job) = save.next_job(fsync)
         {
             disk.submit(to, job);
+            if save.has_room() && std::mem::take(&mut save.blocked) {
+                self.busy.push(slot);
+            }
         }
     }
 
