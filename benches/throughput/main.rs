@@ -21,6 +21,7 @@
 //!
 //! See BENCHMARKS.md for what is measured and how to read the table.
 
+mod chart;
 mod measure;
 mod opts;
 mod plain;
@@ -77,6 +78,22 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__reference") {
         return reference_main(args.get(1).map(String::as_str).unwrap_or(""));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--chart") {
+        let Some(json) = args.get(i + 1) else {
+            eprintln!("ERROR: --chart needs a FILE.json\n{USAGE}");
+            return ExitCode::from(64);
+        };
+        return match chart::redraw(Path::new(json)) {
+            Ok(svg) => {
+                eprintln!("chart written to {}", svg.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if args.first().map(String::as_str) == Some("__plain") {
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
@@ -200,6 +217,13 @@ fn run(opts: &Opts) -> Result<bool, String> {
     let out = report(opts, &ctx, &res, started);
     let _ = io::stdout().write_all(out.as_bytes());
     let _ = io::stdout().flush();
+    match chart::write(&opts.out_dir, &chart::Summary::of(opts, &res)) {
+        Ok(()) => eprintln!(
+            "figures and chart written to {}/throughput.{{json,svg}}",
+            opts.out_dir.display()
+        ),
+        Err(e) => ctx.fail(format!("writing the figures and chart: {e}")),
+    }
     if ctx.failures.is_empty() {
         let _ = fs::remove_dir_all(&ctx.tmp);
     } else {

@@ -28,6 +28,10 @@ usage: cargo bench --bench throughput -- [OPTIONS]
   --log-dir DIR       the server's stderr logs go to DIR/server-N.log (kept) instead of
                       the scratch directory under the temporary directory
   --pin               during transfers, pin the sender to CPU 0 and the receiver to CPU 1
+  --out DIR           where the figures (throughput.json) and their chart (throughput.svg)
+                      go (default target/bench)
+  --chart FILE.json   measure nothing: draw the chart of an earlier run's figures, as
+                      FILE.svg
 
 environment: ACCIO_BENCH_SERVER=PATH benchmarks that binary instead of the one cargo built.";
 
@@ -154,11 +158,21 @@ pub(crate) struct Opts {
     /// Where the server's stderr (its per-connection log) goes, if not the scratch
     /// directory under /tmp.
     pub(crate) log_dir: Option<PathBuf>,
+    /// Where the run's JSON figures and SVG chart go.
+    pub(crate) out_dir: PathBuf,
     /// Greeting probes: at least this many during an upload, and this many against the
     /// idle saving server.
     pub(crate) min_probes: usize,
     pub(crate) idle_probes: usize,
     pub(crate) pin: bool,
+}
+
+/// `target/bench` of the build directory cargo uses.
+fn default_out_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench")
 }
 
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
@@ -203,6 +217,7 @@ impl Opts {
         let mut plain_window = 0;
         let mut save_warmup = true;
         let mut log_dir = None;
+        let mut out_dir = None;
         let mut pin = false;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -220,6 +235,7 @@ impl Opts {
                 "--smoke" => smoke = true,
                 "--skip-extras" => extras = false,
                 "--pin" => pin = true,
+                "--out" => out_dir = Some(PathBuf::from(value()?)),
                 // cargo bench passes --bench to every bench target.
                 "--bench" => {}
                 "-h" | "--help" => return Err(String::new()),
@@ -345,6 +361,7 @@ impl Opts {
             plain_window,
             save_warmup,
             log_dir,
+            out_dir: out_dir.unwrap_or_else(default_out_dir),
             min_probes: if smoke { 5 } else { 20 },
             idle_probes: if smoke { 5 } else { 100 },
             pin,
