@@ -7,13 +7,11 @@
 //! The count needs the number of bytes, not the bytes: `recv(MSG_TRUNC)` on
 //! a TCP socket discards queued data inside the kernel and returns its
 //! length, so the payload is never copied to user space and no buffer
-//! exists per connection. When saving, `splice` moves the bytes into pipes
-//! towards the disk threads, again without a copy.
+//! exists per connection. When saving, a disk thread reads the socket
+//! instead (see [`Saving`]).
 //!
 //! Urgent (`MSG_OOB`) bytes are ordinary bytes here: sockets are accepted
-//! with `SO_OOBINLINE`, so `recv` counts them in order. `splice` stops in
-//! front of one, so the saving path reads that single byte with `recv` and
-//! writes it into the pipe itself.
+//! with `SO_OOBINLINE`, so `recv` counts them in order.
 //!
 //! Two ways to read. [`Connection::drain`] is the event loop's: it never
 //! blocks and reads what an epoll event announced. [`Connection::stream_until`]
@@ -33,7 +31,7 @@ use crate::config::fmt_duration;
 use crate::disk::Job;
 use crate::log::{Level, quote};
 use crate::proxy;
-use crate::save::{Part, Pipes};
+use crate::save::Part;
 use crate::sources::Source;
 
 /// The first and only bytes the server ever sends.
@@ -128,8 +126,6 @@ pub enum Progress {
     Eof,
     Reset,
     Failed(io::Error),
-    /// The pipes to the disk are full: wait for the disk before reading on.
-    Blocked,
     /// More than `max_file_size` bytes arrived.
     TooLarge,
 }
@@ -186,91 +182,105 @@ pub enum HeaderProgress {
     Bad(String),
 }
 
-/// A saving connection's side of the way to the disk: the loop splices the
-/// socket into one pipe while a disk thread moves the other into the file.
+/// A saving connection's side of the way to the disk. Its bytes move from
+/// the socket through a pipe into the file on a disk thread (a pump job,
+/// see [`Part::pump`]), never on the loop: one thread does both splices,
+/// as a plain receiver would, and the loop only says when to start.
 pub struct Saving {
-    pipes: Pipes,
-    /// The pipe the loop fills; a drain job is always for the other one,
-    /// so the bytes reach the file in the order they came.
-    fill: usize,
     /// Home between jobs; `None` while a disk thread has it.
     part: Option<Box<Part>>,
-    /// Bytes in each pipe that no finished job has moved on yet.
-    in_pipe: [usize; 2],
-    /// An urgent byte read past the mark (splice stops there) that did not
-    /// fit into the pipe yet.
-    stash: Option<u8>,
-    /// The client closed in order; the file is to be committed once the
-    /// pipe is empty.
+    /// The socket was readable since the last pump job began.
+    pub readable: bool,
+    /// The client closed in order; the file is to be committed.
     pub eof: bool,
     /// The commit is with a disk thread.
     pub committing: bool,
-    /// Reading stopped because the pipe was full.
-    pub blocked: bool,
 }
 
 impl Saving {
-    pub fn new(pipes: Pipes, part: Part) -> Saving {
+    pub fn new(part: Part) -> Saving {
         Saving {
-            pipes,
-            fill: 0,
             part: Some(Box::new(part)),
-            in_pipe: [0; 2],
-            stash: None,
+            readable: false,
             eof: false,
             committing: false,
-            blocked: false,
         }
     }
 
-    /// The job this connection needs next, if its part is home: move what
-    /// is in the pipes, older bytes first, or, once the client closed and
-    /// the pipes are empty, commit. A drain of the pipe being filled hands
-    /// it over and the loop fills the other one.
-    pub fn next_job(&mut self, fsync: bool) -> Option<Job> {
+    /// The job this connection needs next, if its part is home: pump what
+    /// the client sent (`counted` bytes so far, `max` at most), or, once it
+    /// closed, commit.
+    pub fn next_job(&mut self, fsync: bool, max: u64, counted: u64) -> Option<Job> {
         if self.part.is_none() || self.committing {
             return None;
         }
-        if self.in_pipe[self.fill ^ 1] == 0 && self.in_pipe[self.fill] > 0 {
-            self.fill ^= 1;
-        }
-        let which = self.fill ^ 1;
-        if self.in_pipe[which] > 0 {
-            let part = self.part.take()?;
-            return Some(Job::Drain {
-                part,
-                which,
-                amount: self.in_pipe[which],
-                fsync,
-            });
-        }
-        if self.eof && self.stash.is_none() {
+        if self.eof {
             self.committing = true;
             let part = self.part.take()?;
             return Some(Job::Commit { part, fsync });
         }
+        if std::mem::take(&mut self.readable) {
+            let part = self.part.take()?;
+            return Some(Job::Pump {
+                part,
+                max,
+                counted,
+                fsync,
+            });
+        }
         None
     }
 
-    /// A drain job came back.
-    pub fn drained(&mut self, part: Box<Part>, moved: usize) {
-        let which = self.fill ^ 1;
-        self.in_pipe[which] = self.in_pipe[which].saturating_sub(moved);
+    /// The socket raised an event. Bytes are for a disk thread to move (see
+    /// [`Saving`]); a close or a reset with nothing queued the loop tells
+    /// apart itself, so that they are not held up behind slow disk jobs.
+    fn readable(&mut self, sock: libc::c_int) -> Progress {
+        if self.eof {
+            return Progress::Idle;
+        }
+        if queued(sock) > 0 {
+            self.readable = true;
+            return Progress::Idle;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a valid buffer; it takes nothing.
+        let n = unsafe {
+            libc::recv(
+                sock,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => {
+                self.eof = true;
+                Progress::Eof
+            }
+            n if n > 0 => {
+                self.readable = true;
+                Progress::Idle
+            }
+            _ => read_failed(io::Error::last_os_error()),
+        }
+    }
+
+    /// A pump job came back.
+    pub fn home(&mut self, part: Box<Part>) {
         self.part = Some(part);
     }
 
-    fn fill_fd(&self) -> libc::c_int {
-        self.pipes.0[self.fill].fd.as_raw_fd()
-    }
-
-    /// Whether the pipe the loop fills has room.
-    pub fn has_room(&self) -> bool {
-        self.in_pipe[self.fill] < self.pipes.0[self.fill].capacity
+    /// A disk thread has the part (pumping or committing): the client is
+    /// waiting for the disk, not idle.
+    pub fn at_disk(&self) -> bool {
+        self.part.is_none()
     }
 
     /// The part, if it is home, for a marker job; its pipe goes with it.
     pub fn take_part(&mut self) -> Option<Box<Part>> {
-        self.part.take()
+        let mut part = self.part.take()?;
+        part.release_socket();
+        Some(part)
     }
 }
 
@@ -335,8 +345,8 @@ impl Connection {
     /// queued behind the data: it raised its event before this read, so when
     /// the event said the peer closed (`peer_closed`), read on to EOF.
     pub fn drain(&mut self, budget: u32, peer_closed: bool, max: u64) -> Progress {
-        if self.save.is_some() {
-            return self.fill(budget, max);
+        if let Some(save) = self.save.as_mut() {
+            return save.readable(self.stream.as_raw_fd());
         }
         for _ in 0..budget {
             let want = self.allowance(max, DISCARD_MAX);
@@ -353,91 +363,6 @@ impl Connection {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return read_failed(e),
-            }
-        }
-        Progress::Busy
-    }
-
-    /// Saving: splice the socket into the pipe while it has room. Nothing
-    /// here waits for the disk: a full pipe is [`Progress::Blocked`].
-    fn fill(&mut self, budget: u32, max: u64) -> Progress {
-        let sock = self.stream.as_raw_fd();
-        for _ in 0..budget {
-            let Some(save) = self.save.as_mut() else {
-                return Progress::Idle;
-            };
-            // After the client's FIN there is nothing more to read, and the
-            // pipe's reader may be gone with a finished commit: a late
-            // readiness event must not turn a saved file into EPIPE.
-            if save.eof {
-                return Progress::Idle;
-            }
-            if let Some(byte) = save.stash {
-                // SAFETY: a one-byte write from a valid buffer to our pipe.
-                let n = unsafe { libc::write(save.fill_fd(), (&raw const byte).cast(), 1) };
-                if n != 1 {
-                    return Progress::Blocked;
-                }
-                save.stash = None;
-                save.in_pipe[save.fill] += 1;
-            }
-            let pipe = &save.pipes.0[save.fill];
-            let room = pipe.capacity.saturating_sub(save.in_pipe[save.fill]);
-            if room == 0 {
-                return Progress::Blocked;
-            }
-            let want = allowance(self.bytes, max, room);
-            // SAFETY: splice from our socket into our pipe; both are
-            // non-blocking, so this never waits.
-            let n = unsafe {
-                libc::splice(
-                    sock,
-                    std::ptr::null_mut(),
-                    pipe.fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    want,
-                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                )
-            };
-            if n > 0 {
-                self.bytes += n as u64;
-                save.in_pipe[save.fill] += n as usize;
-                if max != 0 && self.bytes > max {
-                    return Progress::TooLarge;
-                }
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
-                return read_failed(e);
-            }
-            // splice stops at an urgent byte (it returns 0 there once the
-            // client closed, EAGAIN before), and EAGAIN also means a full
-            // pipe: what is still queued tells them apart.
-            if queued(sock) == 0 {
-                if n == 0 {
-                    save.eof = true;
-                    return Progress::Eof;
-                }
-                return Progress::Idle;
-            }
-            if !at_mark(sock) {
-                return Progress::Blocked;
-            }
-            let mut byte = 0u8;
-            // SAFETY: a one-byte read into a valid buffer; with SO_OOBINLINE
-            // the urgent byte is read in order like any other.
-            let r = unsafe { libc::recv(sock, (&raw mut byte).cast(), 1, libc::MSG_DONTWAIT) };
-            if r != 1 {
-                return read_failed(io::Error::last_os_error());
-            }
-            self.bytes += 1;
-            save.stash = Some(byte);
-            if max != 0 && self.bytes > max {
-                return Progress::TooLarge;
             }
         }
         Progress::Busy
@@ -592,7 +517,7 @@ impl Connection {
 
 /// At most `want`, and at most one byte past `max` (0 = no limit) after
 /// `bytes` already received: enough to know the limit was exceeded.
-fn allowance(bytes: u64, max: u64, want: usize) -> usize {
+pub fn allowance(bytes: u64, max: u64, want: usize) -> usize {
     if max == 0 {
         return want;
     }
@@ -613,7 +538,7 @@ fn header_failed(e: io::Error) -> HeaderProgress {
 }
 
 /// A failed read, by what it means for the connection.
-fn read_failed(e: io::Error) -> Progress {
+pub fn read_failed(e: io::Error) -> Progress {
     match e.kind() {
         io::ErrorKind::WouldBlock => Progress::Idle,
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Progress::Reset,
@@ -645,7 +570,7 @@ fn discard(stream: &TcpStream, flags: libc::c_int, len: usize) -> io::Result<usi
 }
 
 /// Bytes queued on a socket (SIOCINQ); 0 if it cannot be asked.
-fn queued(sock: libc::c_int) -> libc::c_int {
+pub fn queued(sock: libc::c_int) -> libc::c_int {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD (SIOCINQ) writes one int.
     if unsafe { libc::ioctl(sock, libc::FIONREAD, &mut n) } < 0 {
@@ -655,7 +580,7 @@ fn queued(sock: libc::c_int) -> libc::c_int {
 }
 
 /// Whether the next byte to read is the urgent one (SIOCATMARK).
-fn at_mark(sock: libc::c_int) -> bool {
+pub fn at_mark(sock: libc::c_int) -> bool {
     const SIOCATMARK: libc::c_ulong = 0x8905;
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCATMARK writes one int.

@@ -39,6 +39,8 @@ use crate::error::Error;
 mod check;
 mod part;
 
+pub use part::{PumpEnd, Pumped};
+
 pub use check::check;
 use check::{cant_create, cstring, cvt, held_by, locker_pid, open_dir};
 
@@ -59,6 +61,10 @@ const PIPE_SIZE: i32 = 1 << 20;
 /// disk (8 MiB reached 0.55-0.93x of a plain receiver, 64 MiB keeps up);
 /// the waits run detached, so their size never holds a stop.
 const SYNC_WINDOW: u64 = 64 << 20;
+
+/// How much one pump job moves at most before it lets the other
+/// connections' jobs have the disk thread.
+const PUMP_MAX: u64 = 16 << 20;
 
 /// The save directory, shared by the loop and the disk threads.
 pub struct SaveDir {
@@ -88,8 +94,12 @@ pub struct SaveDir {
 /// threads drop parts, since freeing a large file takes disk time.
 pub struct Part {
     dir: Arc<SaveDir>,
-    /// The read ends of the connection's two pipes (see [`Pipes`]).
-    pipes: [OwnedFd; 2],
+    /// The connection's socket (a duplicate: the loop keeps its own), which
+    /// a pump job reads; dropped when the connection ends, so the client
+    /// sees its close at once, not after the disk work.
+    sock: Option<OwnedFd>,
+    /// Both ends of the pipe the bytes go through on their way to the file.
+    pipe: Pipe,
     file: Option<File>,
     /// The name of a named temporary; `None` for `O_TMPFILE` or once it
     /// was given its final name.
@@ -100,18 +110,13 @@ pub struct Part {
     pushed: u64,
 }
 
-/// The write ends of a saving connection's two pipes. A disk thread's
-/// splice from a pipe into the file holds the pipe's lock until the file
-/// took the bytes, which on a slow disk is a long time: the loop must never
-/// touch a pipe a disk thread has. With two, the loop fills one while a
-/// disk thread empties the other, instead of the two taking turns.
-pub struct Pipes(pub [PipeIn; 2]);
-
-/// The write end of a pipe, kept by the loop.
-pub struct PipeIn {
-    pub fd: OwnedFd,
-    /// How many bytes the pipe holds at most.
-    pub capacity: usize,
+/// A non-blocking pipe: the kernel's buffer between socket and file, so
+/// that `splice` moves the bytes without a copy to user space.
+pub(super) struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// How many bytes it holds at most.
+    capacity: usize,
 }
 
 /// Why a saved file could not be given its name.
@@ -254,19 +259,23 @@ impl SaveDir {
 
     /// A new pipe for a connection: the loop keeps the write end, the part
     /// (and with it a disk thread) the read end.
-    pub fn pipes(self: &Arc<Self>) -> io::Result<(Pipes, Part)> {
-        let (in0, out0) = pipe()?;
-        let (in1, out1) = pipe()?;
-        let part = Part {
+    /// The part of a new saving connection whose socket is `sock`. Memory
+    /// only: the file is made by the first pump job.
+    pub fn part(self: &Arc<Self>, sock: RawFd) -> io::Result<Part> {
+        // SAFETY: F_DUPFD_CLOEXEC on the caller's open socket.
+        let dup = cvt(unsafe { libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: the descriptor was just made and is owned by nobody else.
+        let sock = unsafe { OwnedFd::from_raw_fd(dup) };
+        Ok(Part {
             dir: Arc::clone(self),
-            pipes: [out0, out1],
+            sock: Some(sock),
+            pipe: Pipe::new()?,
             file: None,
             name: None,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             written: 0,
             pushed: 0,
-        };
-        Ok((Pipes([in0, in1]), part))
+        })
     }
 
     /// A new temporary file: anonymous where the file system allows it,
@@ -506,28 +515,27 @@ impl SaveDir {
     }
 }
 
-/// A non-blocking pipe of [`PIPE_SIZE`] if the system allows: its write
-/// end for the loop, its read end for the disk threads.
-fn pipe() -> io::Result<(PipeIn, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array on success.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
-    let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    if size <= 0 {
-        // SAFETY: F_GETPIPE_SZ only queries.
-        size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    }
-    let capacity = usize::try_from(size).unwrap_or(64 * 1024).max(4096);
-    Ok((
-        PipeIn {
-            fd: write,
+impl Pipe {
+    /// Of [`PIPE_SIZE`] if the system allows.
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array on success.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ only resizes; failure keeps the default.
+        let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        if size <= 0 {
+            // SAFETY: F_GETPIPE_SZ only queries.
+            size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        }
+        let capacity = usize::try_from(size).unwrap_or(64 * 1024).max(4096);
+        Ok(Pipe {
+            read,
+            write,
             capacity,
-        },
-        read,
-    ))
+        })
+    }
 }
 
 fn final_name(number: u64) -> CString {

@@ -3,7 +3,30 @@
 //! commit (fsync, link, directory fsync) that makes it `N.file`.
 
 use super::*;
+use crate::connection::{allowance, at_mark, queued};
 use std::os::fd::IntoRawFd;
+
+/// What a pump job did: the bytes it read from the socket, and why it
+/// stopped.
+pub struct Pumped {
+    pub read: u64,
+    pub end: PumpEnd,
+}
+
+pub enum PumpEnd {
+    /// Nothing more queued: wait for the socket to be readable.
+    Idle,
+    /// [`PUMP_MAX`] moved and maybe more queued: again, after the others.
+    More,
+    /// The client closed in order.
+    Eof,
+    /// More than `max_file_size` bytes.
+    TooLarge,
+    /// Reading the socket failed (a reset, mostly).
+    Socket(io::Error),
+    /// Writing the file failed, or the stop came first.
+    File(io::Error),
+}
 
 /// A disk call that can wait for the device, made by [`detached`].
 pub(super) enum DiskCall {
@@ -124,42 +147,121 @@ impl Part {
             .ok_or_else(|| io::Error::other("no temporary file"))
     }
 
-    /// Move `amount` bytes, known to be in pipe `which`, into the file.
-    /// Returns how many moved; an error is the file's (or the disk's).
-    pub fn drain(
-        &mut self,
-        which: usize,
-        amount: usize,
-        fsync: bool,
-        abandon: &AtomicBool,
-    ) -> (usize, Option<io::Error>) {
-        match self.dir.space() {
-            Ok((free, floor)) if floor > 0 && free.saturating_sub(amount as u64) < floor => {
-                return (
-                    0,
-                    Some(io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        format!(
-                            "the file system is nearly full: {} free, min_free_space keeps {}",
-                            crate::units::bytes(free),
-                            crate::units::bytes(floor)
-                        ),
-                    )),
-                );
+    /// Move what the client sent, socket -> pipe -> file, until the socket
+    /// has nothing more for now, the client closed, or [`PUMP_MAX`] moved
+    /// (so that other connections get the disk threads too). `counted` is
+    /// what earlier jobs moved, `max` the `max_file_size` (0: none).
+    ///
+    /// `splice` stops in front of an urgent byte (the socket has
+    /// `SO_OOBINLINE`, so it is an ordinary byte of the stream): that one
+    /// byte is read with `recv` and written into the pipe.
+    pub fn pump(&mut self, counted: u64, max: u64, fsync: bool, abandon: &AtomicBool) -> Pumped {
+        let Some(sock) = self.sock.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Pumped {
+                read: 0,
+                end: PumpEnd::Socket(io::Error::other("the connection ended")),
+            };
+        };
+        let mut read = 0u64;
+        let end = loop {
+            if abandon.load(Ordering::Relaxed) {
+                break PumpEnd::File(io::Error::other("the server stopped first"));
             }
-            _ => {}
+            if read >= PUMP_MAX {
+                break PumpEnd::More;
+            }
+            let want = allowance(counted + read, max, self.pipe.capacity);
+            // SAFETY: splice from the socket into our pipe; both are
+            // non-blocking.
+            let n = unsafe {
+                libc::splice(
+                    sock,
+                    std::ptr::null_mut(),
+                    self.pipe.write.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            let moved = if n > 0 {
+                n as usize
+            } else {
+                let e = io::Error::last_os_error();
+                if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
+                    break PumpEnd::Socket(e);
+                }
+                // splice returns 0 at the end of the stream and in front of
+                // an urgent byte once the client closed, EAGAIN when nothing
+                // is queued and in front of an urgent byte before: what is
+                // still queued tells them apart.
+                if queued(sock) == 0 {
+                    break if n == 0 { PumpEnd::Eof } else { PumpEnd::Idle };
+                }
+                if !at_mark(sock) {
+                    break PumpEnd::Idle;
+                }
+                match self.urgent_byte(sock) {
+                    Ok(()) => 1,
+                    Err(e) => break PumpEnd::Socket(e),
+                }
+            };
+            read += moved as u64;
+            if max != 0 && counted + read > max {
+                break PumpEnd::TooLarge;
+            }
+            if let Err(e) = self.write_out(moved, fsync, abandon) {
+                break PumpEnd::File(e);
+            }
+        };
+        Pumped { read, end }
+    }
+
+    /// The connection ended: let go of the socket.
+    pub fn release_socket(&mut self) {
+        self.sock = None;
+    }
+
+    /// Read the urgent byte the socket is at into the pipe.
+    fn urgent_byte(&mut self, sock: RawFd) -> io::Result<()> {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte read into a valid buffer.
+        let r = unsafe { libc::recv(sock, (&raw mut byte).cast(), 1, libc::MSG_DONTWAIT) };
+        if r != 1 {
+            return Err(io::Error::last_os_error());
         }
-        let Some(pipe) = self.pipes.get(which).map(AsRawFd::as_raw_fd) else {
-            return (0, Some(io::Error::other("no such pipe")));
-        };
-        let file = match self.file() {
-            Ok(f) => f.as_raw_fd(),
-            Err(e) => return (0, Some(e)),
-        };
+        // SAFETY: a one-byte write from a valid buffer into our pipe, which
+        // is empty here.
+        let w = unsafe { libc::write(self.pipe.write.as_raw_fd(), (&raw const byte).cast(), 1) };
+        if w != 1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Move `amount` bytes, known to be in the pipe, into the file.
+    fn write_out(&mut self, amount: usize, fsync: bool, abandon: &AtomicBool) -> io::Result<()> {
+        if let Ok((free, floor)) = self.dir.space()
+            && floor > 0
+            && free.saturating_sub(amount as u64) < floor
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "the file system is nearly full: {} free, min_free_space keeps {}",
+                    crate::units::bytes(free),
+                    crate::units::bytes(floor)
+                ),
+            ));
+        }
+        let pipe = self.pipe.read.as_raw_fd();
+        let file = self.file()?.as_raw_fd();
         let mut moved = 0;
         while moved < amount {
             if abandon.load(Ordering::Relaxed) {
-                return (moved, Some(io::Error::other("the server stopped first")));
+                return Err(io::Error::other("the server stopped first"));
             }
             // SAFETY: splice between fds we own; null offsets use the file
             // position.
@@ -182,7 +284,7 @@ impl Part {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return (moved, Some(e));
+                return Err(e);
             }
             moved += n as usize;
             self.written += n as u64;
@@ -190,7 +292,7 @@ impl Part {
                 self.push(file);
             }
         }
-        (moved, None)
+        Ok(())
     }
 
     /// Start writing out the new window and wait for the one before it,

@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -171,15 +172,18 @@ impl Server<'_> {
     /// An admitted connection gets its number, its way to the disk when
     /// saving, and the greeting.
     pub(super) fn start(&mut self, slot: usize, source: Source, number: u64) {
-        let pipe = self.disk.as_ref().map(|d| d.dir().pipes());
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let part = self
+            .disk
+            .as_ref()
+            .map(|d| d.dir().part(conn.stream().as_raw_fd()));
         conn.number = number;
         conn.source = Some(source);
-        let started = match pipe {
-            Some(Ok((pipe, part))) => {
-                conn.save = Some(Saving::new(pipe, part));
+        let started = match part {
+            Some(Ok(part)) => {
+                conn.save = Some(Saving::new(part));
                 Ok(())
             }
             Some(Err(e)) => Err(Outcome::SaveFailed(e)),
@@ -252,8 +256,8 @@ impl Server<'_> {
 }
 
 /// Raise the soft open-file limit to the hard one, and return how many
-/// connections fit: each needs its socket, and when saving two pipes and
-/// its file (five more); the reserve is for stdio, epoll, the signal pipe,
+/// connections fit: each needs its socket, and when saving a duplicate of
+/// it for the disk threads, a pipe and its file (four more); the reserve is for stdio, epoll, the signal pipe,
 /// the notify and log sockets, the save directory and a config file read
 /// at a reload.
 pub(super) fn fd_room(listeners: usize, saving: bool) -> usize {
@@ -280,7 +284,7 @@ pub(super) fn fd_room(listeners: usize, saving: bool) -> usize {
     if lim.rlim_cur == libc::RLIM_INFINITY {
         return usize::MAX;
     }
-    let per = if saving { 6 } else { 1 };
+    let per = if saving { 5 } else { 1 };
     let room = lim.rlim_cur.saturating_sub(RESERVE + listeners as u64) / per;
     usize::try_from(room).unwrap_or(usize::MAX).max(1)
 }

@@ -427,11 +427,6 @@ impl<'a> Server<'a> {
         match progress {
             Progress::Idle => {}
             Progress::Busy => self.busy.push(slot),
-            Progress::Blocked => {
-                if let Some(save) = self.saving_mut(slot) {
-                    save.blocked = true;
-                }
-            }
             // A saving connection's line waits for its file.
             Progress::Eof if saving => {}
             Progress::Eof => self.finish(slot, Outcome::Counted),
@@ -493,11 +488,14 @@ impl<'a> Server<'a> {
                 }
                 continue;
             }
-            // A client that closed in order is done; the wait is the disk's.
-            if conn.save.as_ref().is_some_and(|s| s.eof) {
+            // A client that closed in order is done, and one whose bytes a
+            // disk thread is moving is not idle: the wait is the disk's, and
+            // its count is not known until the disk thread reports.
+            let at_disk = conn.save.as_ref().is_some_and(|s| s.eof || s.at_disk());
+            if at_disk {
                 conn.deadline = now + idle;
             }
-            let rate_deadline = (min_rate > 0).then(|| {
+            let rate_deadline = (min_rate > 0 && !at_disk).then(|| {
                 let bought = Duration::from_secs_f64(conn.bytes as f64 / min_rate as f64);
                 conn.accepted + idle + bought.min(YEAR)
             });

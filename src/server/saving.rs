@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use super::Server;
-use crate::connection::{Outcome, Saving};
+use crate::connection::{Outcome, Progress, Saving, read_failed};
 use crate::disk::{Disk, Done, For, Job};
-use crate::save::CommitError;
+use crate::save::{CommitError, PumpEnd};
 
 impl Server<'_> {
     pub(super) fn is_saving(&self, slot: usize) -> bool {
@@ -22,10 +22,10 @@ impl Server<'_> {
     }
 
     /// Hand a saving connection's next step to the disk threads, if its
-    /// part is home and there is one. A drain that hands over the full pipe
-    /// leaves the loop an empty one: reading goes on at once.
+    /// part is home and there is one.
     pub(super) fn kick(&mut self, slot: usize) {
         let fsync = self.settings.fsync;
+        let max = self.settings.max_file_size;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -35,12 +35,9 @@ impl Server<'_> {
             number: conn.number,
         };
         if let (Some(save), Some(disk)) = (conn.save.as_mut(), self.disk.as_mut())
-            && let Some(job) = save.next_job(fsync)
+            && let Some(job) = save.next_job(fsync, max, conn.bytes)
         {
             disk.submit(to, job);
-            if save.has_room() && std::mem::take(&mut save.blocked) {
-                self.busy.push(slot);
-            }
         }
     }
 
@@ -53,14 +50,15 @@ impl Server<'_> {
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.id == to.id);
             match done {
-                Done::Drained { part, .. } if !present => {
+                Done::Pumped { mut part, .. } if !present => {
                     // The connection ended (timeout, reset, stop) while its
                     // bytes were on the way: now its marker can be written.
+                    part.release_socket();
                     if let Some(disk) = self.disk.as_mut() {
                         disk.submit(to, Job::Fail { part });
                     }
                 }
-                Done::Drained { part, moved, error } => {
+                Done::Pumped { part, pumped } => {
                     let idle = self.settings.idle_timeout;
                     let Some(conn) = self.conns.get_mut(to.slot).and_then(Option::as_mut) else {
                         continue;
@@ -68,17 +66,32 @@ impl Server<'_> {
                     let Some(save) = conn.save.as_mut() else {
                         continue;
                     };
-                    save.drained(part, moved);
-                    if let Some(e) = error {
-                        self.finish(to.slot, Outcome::SaveFailed(e));
-                        continue;
-                    }
-                    if std::mem::take(&mut save.blocked) {
-                        // The client was waiting for the disk, not idle.
+                    save.home(part);
+                    conn.bytes += pumped.read;
+                    if pumped.read > 0 {
                         conn.deadline = Instant::now() + idle;
-                        self.busy.push(to.slot);
                     }
-                    self.kick(to.slot);
+                    let outcome = match pumped.end {
+                        PumpEnd::Idle => None,
+                        PumpEnd::More => {
+                            save.readable = true;
+                            None
+                        }
+                        PumpEnd::Eof => {
+                            save.eof = true;
+                            None
+                        }
+                        PumpEnd::TooLarge => Some(Outcome::TooLarge(self.settings.max_file_size)),
+                        PumpEnd::Socket(e) => match read_failed(e) {
+                            Progress::Failed(e) => Some(Outcome::Failed(e)),
+                            _ => Some(Outcome::Reset),
+                        },
+                        PumpEnd::File(e) => Some(Outcome::SaveFailed(e)),
+                    };
+                    match outcome {
+                        Some(outcome) => self.finish(to.slot, outcome),
+                        None => self.kick(to.slot),
+                    }
                 }
                 Done::Committed(result) if present => {
                     if let Some(save) = self.saving_mut(to.slot) {
