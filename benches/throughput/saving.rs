@@ -347,26 +347,9 @@ pub(crate) fn measure_latency(
         read_greeting(&mut s)?;
         // The upload is connection 1: probing starts once it has been greeted.
         go.store(true, Ordering::Release);
-        let data = buf.as_slice();
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(data.len() as u64) as usize;
-            s.write_all(&data[..n])
-                .map_err(|e| format!("upload: send ({} of {size} sent): {e}", size - left))?;
-            left -= n as u64;
-        }
+        send_all(&mut s, buf, size).map_err(|e| format!("upload: {e}"))?;
         wait_probes(probes)?;
-        s.shutdown(Shutdown::Write)
-            .map_err(|e| format!("upload: shutdown(SHUT_WR): {e}"))?;
-        let mut sink = [0u8; 64];
-        loop {
-            match s.read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("upload: waiting for the close: {e}")),
-            }
-        }
+        close_and_wait(&mut s).map_err(|e| format!("upload: {e}"))?;
         Ok(Some(size as f64 / t0.elapsed().as_secs_f64() / 1e6))
     })();
     stop.store(true, Ordering::Release);

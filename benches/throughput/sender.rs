@@ -109,6 +109,13 @@ pub(crate) fn transfer(
     if greets {
         read_greeting(&mut s)?;
     }
+    send_all(&mut s, buf, size)?;
+    close_and_wait(&mut s)?;
+    Ok(t0.elapsed())
+}
+
+/// Send `size` bytes from `buf`, over and over.
+pub(crate) fn send_all(s: &mut TcpStream, buf: &AlignedBuf, size: u64) -> Result<(), String> {
     let data = buf.as_slice();
     let mut left = size;
     while left > 0 {
@@ -117,16 +124,21 @@ pub(crate) fn transfer(
             .map_err(|e| format!("send ({} of {size} bytes sent): {e}", size - left))?;
         left -= n as u64;
     }
+    Ok(())
+}
+
+/// Close the sending side and wait until the receiver closed: it has then
+/// counted (and, saving, stored) everything.
+pub(crate) fn close_and_wait(s: &mut TcpStream) -> Result<(), String> {
     s.shutdown(Shutdown::Write)
         .map_err(|e| format!("shutdown(SHUT_WR): {e}"))?;
     let mut sink = [0u8; 64];
     loop {
         match s.read(&mut sink) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("waiting for the receiver to close: {e}")),
         }
     }
-    Ok(t0.elapsed())
 }
