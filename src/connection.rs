@@ -1,8 +1,9 @@
 //! One client connection: the greeting, byte counting, and how it ended.
 //!
-//! (Over 500 lines because a connection is read in three shapes, counting,
-//! saving and its PROXY header, which share its state, its deadlines and
-//! how a failed read ends it; apart, each would reach into the others.)
+//! (Over 500 lines because a connection is read in three shapes, counting
+//! (event-driven or streaming), its PROXY header, and saving's hand-over to
+//! the disk threads, which share its state, its deadlines and how a failed
+//! read ends it; apart, each would reach into the others.)
 //!
 //! The count needs the number of bytes, not the bytes: `recv(MSG_TRUNC)` on
 //! a TCP socket discards queued data inside the kernel and returns its

@@ -1,6 +1,10 @@
 //! The `client` binary against the real server and against misbehaving
 //! stand-ins written here with std's TcpListener. Real processes, real
 //! sockets; every wait has a timeout and every child is reaped.
+//!
+//! (Over 500 lines because each misbehaving stand-in, a wrong greeting, an
+//! early close, a reset, a server that never reads, sits beside the one
+//! test that uses it; split up, the stand-ins would be far from their cases.)
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! documented exit code, never a panic. Library calls cover many cases
 //! cheaply; a few hundred runs of the real binary (`--check-config`) check
 //! the exit code, the `ERROR:` line and the empty stdout end to end.
+//!
+//! (Over 500 lines because the generators of valid and invalid values for
+//! every option and key are kept beside the properties that use them.)
 
 mod common;
 

@@ -7,6 +7,9 @@
 //! /var/log/journal and /dev (a tmpfs with a few device nodes); the network
 //! is the host's, so the test connects to the server directly.
 //!
+//! (Over 500 lines because every case shares the one namespace harness
+//! below, which must stay in one place to be trusted.)
+//!
 //! - `journal`: a real `/lib/systemd/systemd-journald` (volatile storage in
 //!   the private /run) behind `/dev/log`; the server (`[log] target` auto)
 //!   starts, serves a connection, times one out, reloads, fails a reload and

@@ -2,6 +2,9 @@
 //! hand on real sockets (whole, cut into pieces, sent with the payload,
 //! malformed, never finished), the per-source cap and saving behind a
 //! header, and two servers behind a real HAProxy.
+//!
+//! (Over 500 lines because it covers every header variant against the real
+//! binary; the header builders themselves are in `common::proxy_header`.)
 
 mod common;
 

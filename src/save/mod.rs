@@ -22,6 +22,11 @@
 //!   stop with a grace that waits for it, has at most two windows to write
 //!   instead of the whole file. These waits and fsync run in a detached
 //!   helper process ([`part::detached`]) so a stop never waits for them.
+//!
+//! (Over 500 lines because the directory's whole life, opening, locking,
+//! numbering, creating and linking safely, free space and the exit
+//! handover, goes through one descriptor and one lock; one connection's
+//! file is in `part.rs`, the start-up checks in `check.rs`.)
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};

@@ -1,5 +1,8 @@
 //! Test support: the real `server` binary as a child process, real TCP
 //! clients, and a real NOTIFY_SOCKET to learn when it is ready.
+//!
+//! (Over 500 lines because it is the one set of helpers every test binary
+//! shares; the narrower ones live in the submodules beside it.)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
