@@ -94,6 +94,49 @@ fn a_concurrent_mix_is_saved_exactly() {
 }
 
 #[test]
+fn more_big_uploads_than_disk_threads_are_all_saved_exactly() {
+    // Twelve uploads of 40 MiB: more than the seven disk threads, and each
+    // more than one disk job moves at a time, so jobs take turns.
+    let tmp = TempDir::new("save-big");
+    let dir = tmp.path("files");
+    let server = saving(&dir);
+    let addr = server.addr();
+    let clients: Vec<_> = (0..12u64)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = payload((40 << 20) + i as usize * 4099, i + 200);
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(WAIT)).expect("timeout");
+                assert!(greeted(&mut s), "greeting");
+                for chunk in data.chunks(1 << 20) {
+                    s.write_all(chunk).expect("send");
+                }
+                finish(s);
+                data
+            })
+        })
+        .collect();
+    let mut sent: Vec<Vec<u8>> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let mut lines: Vec<usize> = (0..12)
+        .map(|_| server.stdout.expect().parse().expect("a count"))
+        .collect();
+    lines.sort_unstable();
+    sent.sort_by_key(Vec::len);
+    assert_eq!(lines, sent.iter().map(Vec::len).collect::<Vec<_>>());
+    for n in 1..=12 {
+        let saved = read_saved(&dir, n);
+        assert!(
+            sent.iter().any(|d| *d == saved),
+            "{n}.file ({} bytes) is none of the uploads",
+            saved.len()
+        );
+    }
+}
+
+#[test]
 fn numbering_continues_after_existing_files_and_stale_parts_are_removed() {
     let tmp = TempDir::new("save-numbering");
     let dir = tmp.path("files");
