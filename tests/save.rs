@@ -129,7 +129,7 @@ fn more_big_uploads_than_disk_threads_are_all_saved_exactly() {
     for n in 1..=12 {
         let saved = read_saved(&dir, n);
         assert!(
-            sent.iter().any(|d| *d == saved),
+            sent.contains(&saved),
             "{n}.file ({} bytes) is none of the uploads",
             saved.len()
         );
