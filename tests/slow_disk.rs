@@ -3,7 +3,8 @@
 //! slow block device, where write-back waits happen in the kernel), and on
 //! this machine's real disk with a 2 GiB upload, new clients are greeted at
 //! once, idle timeouts and the watchdog keep time, and a stop is quick and
-//! leaves nothing behind.
+//! leaves nothing behind. A configuration file that takes seconds to read
+//! delays neither clients nor a stop.
 
 mod common;
 
@@ -324,4 +325,55 @@ fn greetings_stay_quick_during_a_save_to_the_real_disk() {
     );
     assert_eq!(line, (1u64 << 30).to_string());
     assert!(p99 < Duration::from_millis(50), "greeting p99 {p99:?}");
+}
+
+#[test]
+fn a_reload_from_a_hung_file_system_never_stalls_serving() {
+    let _serial = serial();
+    let root = TempDir::new("slow-reload");
+    let fs = SlowFs::mount_slow_reads(&root.0, Duration::from_secs(2));
+    let mut server = Spawn::new().config("idle_timeout = \"30s\"\n").start();
+    let addr = server.addr();
+    // From now on the configuration is a file whose every read takes 2 s.
+    let slow = fs.mount.join("server.toml");
+    let point_config_at = |text: &str| {
+        std::fs::write(&slow, format!("{text}\n[log]\ntarget = \"stderr\"\n")).expect("write");
+        let _ = std::fs::remove_file(&server.config);
+        std::os::unix::fs::symlink(&slow, &server.config).expect("symlink");
+    };
+    point_config_at("idle_timeout = \"40s\"");
+    server.signal(libc::SIGHUP);
+    let start = Instant::now();
+    server.notify.wait_for("RELOADING=1");
+    for _ in 0..10 {
+        let t = Instant::now();
+        let s = connect_greeted(addr).expect("greeted during the reload");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "a greeting took {:?} during the reload",
+            t.elapsed()
+        );
+        finish(s);
+        assert_eq!(server.stdout.expect(), "0");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the clients waited for the configuration read ({:?})",
+        start.elapsed()
+    );
+    server.stderr.wait_for("reloaded configuration");
+    server.notify.wait_for("READY=1");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "the reload did not read the slow file ({:?})",
+        start.elapsed()
+    );
+    // A stop during such a read is as quick as ever.
+    point_config_at("idle_timeout = \"50s\"");
+    server.signal(libc::SIGHUP);
+    server.notify.wait_for("RELOADING=1");
+    server.signal(libc::SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(250), "the stop took {took:?}");
 }

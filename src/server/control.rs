@@ -1,10 +1,11 @@
 //! What signals ask of the loop: a graceful stop (grace, then the wait for
-//! the disk threads, then the exit), a reload, and the stats line.
+//! the disk threads, then the exit) and the stats line. A reload is in
+//! `reload.rs`.
 
 use std::time::{Duration, Instant};
 
 use super::{DISK_STOP_WAIT, READ_BUDGET, Server};
-use crate::config::{Settings, fmt_duration};
+use crate::config::fmt_duration;
 use crate::connection::{Outcome, Progress};
 use crate::notify;
 
@@ -67,62 +68,6 @@ impl Server<'_> {
             disk.dir().begin_exit();
             disk.dir().exit_handover();
         }
-    }
-
-    pub(super) fn reload(&mut self) {
-        let Some(path) = self.args.config.clone() else {
-            self.log
-                .notice("SIGHUP: no configuration file was given (--config), nothing to reload");
-            return;
-        };
-        notify::reloading();
-        match Settings::load(&self.args) {
-            Err(e) => self
-                .log
-                .err(&format!("reload failed, configuration unchanged: {e}")),
-            Ok(new) => {
-                let (live, restart) = self.settings.diff(&new);
-                for change in &restart {
-                    self.log.warning(&format!(
-                        "reload: {change} needs a restart to take effect (systemctl restart accio-server)"
-                    ));
-                }
-                let more_room = new.max_connections > self.settings.max_connections;
-                self.warn_fd_room(new.max_connections);
-                let s = &mut self.settings;
-                s.idle_timeout = new.idle_timeout;
-                s.max_connections = new.max_connections;
-                s.shutdown_grace = new.shutdown_grace;
-                s.fsync = new.fsync;
-                s.max_file_size = new.max_file_size;
-                s.min_free_space = new.min_free_space;
-                s.max_per_source = new.max_per_source;
-                s.source_prefix_v6 = new.source_prefix_v6;
-                s.min_rate = new.min_rate;
-                if let Some(disk) = &self.disk {
-                    // The space monitor applies it within half a second.
-                    disk.dir().set_floor(new.min_free_space);
-                }
-                s.log_target = new.log_target;
-                s.log_level = new.log_level;
-                self.log.reconfigure(new.log_target, new.log_level);
-                if more_room {
-                    for l in &mut self.listeners {
-                        l.pending = true;
-                    }
-                }
-                let applied = if live.is_empty() {
-                    "no live changes".to_string()
-                } else {
-                    live.join(", ")
-                };
-                self.log.notice(&format!(
-                    "reloaded configuration from {}: {applied}",
-                    path.display()
-                ));
-            }
-        }
-        notify::ready(&self.status_line());
     }
 
     /// The SIGUSR1 report: one line at notice.

@@ -51,13 +51,17 @@ use crate::{notify, output};
 
 mod accept;
 mod control;
+mod reload;
 mod saving;
 
 use accept::{fd_room, listener_token};
+use reload::Reloads;
 
 const SIGNAL: Token = Token(usize::MAX);
 /// The disk threads' results are waiting.
 const DISK: Token = Token(usize::MAX - 1);
+/// The wake-up of a finished configuration read.
+const RELOAD: Token = Token(usize::MAX - 2);
 /// After the stop's grace, how long the loop still waits for the disk
 /// threads: commits that are about to finish, ERROR markers. A stop with
 /// the default grace must be over within 250 ms.
@@ -127,6 +131,8 @@ pub struct Server<'a> {
     signals: Signals,
     /// `--save-dir` mode: the threads that write each connection's bytes.
     disk: Option<Disk>,
+    /// SIGHUP's configuration read, off the loop.
+    reloads: Reloads,
     /// The id of the last accepted socket.
     ids: u64,
     /// The number of the last admitted connection; in saving mode it starts
@@ -183,6 +189,7 @@ impl<'a> Server<'a> {
         };
         poll.registry()
             .register(signals.source(), SIGNAL, Interest::READABLE)?;
+        let reloads = Reloads::new(poll.registry(), RELOAD)?;
         let mut ours = Vec::with_capacity(listeners.len());
         for (i, (std_listener, addr)) in listeners.into_iter().enumerate() {
             let mut socket = TcpListener::from_std(std_listener);
@@ -209,6 +216,7 @@ impl<'a> Server<'a> {
             log,
             signals,
             disk,
+            reloads,
             ids: 0,
             accepted,
             served: 0,
@@ -284,7 +292,7 @@ impl<'a> Server<'a> {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => signalled = true,
-                    DISK => {}
+                    DISK | RELOAD => {}
                     Token(t) if t >= LISTENER_BASE => {
                         if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
                             l.pending = true;
@@ -302,6 +310,7 @@ impl<'a> Server<'a> {
                     }
                 }
             }
+            self.reload_results();
             // New clients first: each waits for its greeting, while the
             // lines of the connections that ended can wait a moment.
             self.accept(now);

@@ -28,7 +28,16 @@ impl SlowFs {
         if let Some(why) = missing() {
             panic!("slowfs: {why} (needs `{INSTALL}`)");
         }
-        SlowFs::start(root, write_mbps, fsync_delay)
+        SlowFs::start(root, write_mbps, fsync_delay, Duration::ZERO)
+    }
+
+    /// A mount whose every read takes `read_delay` (writes at 20 MB/s, no
+    /// fsync delay); panics where FUSE or fusepy is missing.
+    pub fn mount_slow_reads(root: &Path, read_delay: Duration) -> SlowFs {
+        if let Some(why) = missing() {
+            panic!("slowfs: {why} (needs `{INSTALL}`)");
+        }
+        SlowFs::start(root, 20, Duration::ZERO, read_delay)
     }
 
     /// Like [`SlowFs::mount`], but None where FUSE or fusepy is missing,
@@ -41,10 +50,10 @@ impl SlowFs {
             eprintln!("skipped: slowfs: {why}");
             return None;
         }
-        Some(SlowFs::start(root, write_mbps, fsync_delay))
+        Some(SlowFs::start(root, write_mbps, fsync_delay, Duration::ZERO))
     }
 
-    fn start(root: &Path, write_mbps: u32, fsync_delay: Duration) -> SlowFs {
+    fn start(root: &Path, write_mbps: u32, fsync_delay: Duration, read_delay: Duration) -> SlowFs {
         let backing = root.join("backing");
         let mount = root.join("mnt");
         let ready = root.join("slowfs.ready");
@@ -60,6 +69,8 @@ impl SlowFs {
             .arg(write_mbps.to_string())
             .arg("--fsync-delay")
             .arg(fsync_delay.as_secs_f64().to_string())
+            .arg("--read-delay")
+            .arg(read_delay.as_secs_f64().to_string())
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
