@@ -1,12 +1,12 @@
 //! Soak: the release binary under mixed load, faults and hostile clients,
-//!
-//! (Over 500 lines because the soak is one program: five servers, a dozen
-//! kinds of client and the checks that match every stdout line to its
-//! client run together, and their sections below are read as one plan.)
 //! checked against the central promise: every accepted connection yields
 //! exactly one stdout line (its exact count, or ERROR), every refused one
 //! an ERROR line and no greeting, and the server never stops serving unless
 //! told to. SOAK.md has how to run it and the figures of the last long run.
+//!
+//! (Over 500 lines because the soak is one program: five servers, a dozen
+//! kinds of client and the checks that match every stdout line to its
+//! client run together, and their sections below are read as one plan.)
 //!
 //! - `soak_short` (about 10 s) runs with every `cargo test --release`.
 //! - `soak_long` (60 s of load, `ACCIO_SOAK_SECS=600` for the 10-minute run
