@@ -22,7 +22,7 @@
 //! eight in all, well under the unit's `TasksMax=64`. Results come back on a
 //! channel, and a mio `Waker` wakes the loop to read them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +94,8 @@ pub struct Disk {
     workers: usize,
     /// Jobs handed out whose result has not been read yet.
     pub outstanding: usize,
+    /// Their connections' numbers, with how many jobs each.
+    in_flight: HashMap<u64, u32>,
 }
 
 fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -129,6 +131,7 @@ impl Disk {
             waker: Arc::new(waker),
             workers: 0,
             outstanding: 0,
+            in_flight: HashMap::new(),
         };
         disk.spawn()?;
         Ok(disk)
@@ -159,6 +162,7 @@ impl Disk {
             q.idle < q.jobs.len()
         };
         self.outstanding += 1;
+        *self.in_flight.entry(to.number).or_default() += 1;
         // A failed spawn only means fewer threads: the queue still drains.
         if spawn && self.workers < WORKERS {
             let _ = self.spawn();
@@ -170,6 +174,12 @@ impl Disk {
     pub fn result(&mut self) -> Option<(For, Done)> {
         let r = self.results.try_recv().ok()?;
         self.outstanding -= 1;
+        if let Some(n) = self.in_flight.get_mut(&r.0.number) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&r.0.number);
+            }
+        }
         Some(r)
     }
 
@@ -177,10 +187,24 @@ impl Disk {
     /// step, and no file is named any more.
     pub fn abandon(&self) {
         self.shared.abandon.store(true, Ordering::Relaxed);
+        self.shared.dir.begin_stop();
     }
 
     pub fn dir(&self) -> &Arc<SaveDir> {
         &self.shared.dir
+    }
+
+    /// At exit: the jobs no thread has taken will not run, and the results
+    /// of those under way will not be read. Their connections ended with
+    /// `ERROR`, so their markers go to the exit handover (a marker never
+    /// replaces a file that was named meanwhile), and so do the queued
+    /// jobs' temporaries (their parts are dropped with the exit begun).
+    pub fn defer_unfinished(&self) {
+        let jobs: Vec<(For, Job)> = lock(&self.shared.queue).jobs.drain(..).collect();
+        drop(jobs);
+        for &number in self.in_flight.keys() {
+            self.shared.dir.defer_marker(number);
+        }
     }
 }
 

@@ -201,9 +201,6 @@ fn stop_during_save(
             client.is_err(),
             "the client saw an orderly close after ERROR"
         );
-        if let Ok(b) = std::fs::read(dir.join("1.file")) {
-            assert_eq!(b, b"ERROR");
-        }
     } else {
         assert_eq!(line, size.to_string());
         assert_eq!(
@@ -211,9 +208,14 @@ fn stop_during_save(
             size as u64
         );
     }
-    // The temporaries go, if need be after the server (see the exit
-    // handover).
+    // The temporaries go, and the marker comes, if need be after the
+    // server (see the exit handover).
     wait_for("temporaries removed", || leftovers(temps).is_empty());
+    if line == "ERROR" {
+        wait_for("the ERROR marker", || {
+            std::fs::read(dir.join("1.file")).is_ok_and(|b| b == b"ERROR")
+        });
+    }
     line
 }
 

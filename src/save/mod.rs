@@ -92,6 +92,14 @@ pub struct SaveDir {
     next_id: AtomicU64,
     /// Set at exit: parts still alive are left to the exit handover.
     exiting: AtomicBool,
+    /// Set when a stop's grace is over: from then on `ERROR` markers are
+    /// left to the exit handover too. Creating a file waits for the file
+    /// system's journal, which on a slow disk can be busy for seconds with
+    /// the data a save just wrote, in a wait no signal ends; a disk thread
+    /// in it would hold the exit.
+    stopping: AtomicBool,
+    /// The numbers whose markers wait for the exit handover.
+    deferred: Mutex<Vec<u64>>,
 }
 
 /// One connection's temporary file (created on the first write) and the
@@ -186,6 +194,8 @@ impl SaveDir {
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             exiting: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
         });
         // The probe is a temporary like any other: anonymous, or created
         // exclusively under a random name, and gone when dropped.
@@ -409,9 +419,19 @@ impl SaveDir {
     /// Write the `ERROR` marker as `N.file`, exclusively: an existing entry
     /// is left as it is.
     pub fn mark_error(&self, number: u64) -> io::Result<()> {
-        if self.exiting.load(Ordering::Relaxed) {
-            return Err(io::Error::other("the server stopped first"));
+        if self.stopping.load(Ordering::Relaxed) || self.exiting.load(Ordering::Relaxed) {
+            self.defer_marker(number);
+            return Ok(());
         }
+        self.write_marker(number)
+    }
+
+    /// Leave the marker of `number` to the exit handover.
+    pub fn defer_marker(&self, number: u64) {
+        lock(&self.deferred).push(number);
+    }
+
+    fn write_marker(&self, number: u64) -> io::Result<()> {
         let (mut file, temp) = self.create_temp()?;
         let done = file
             .write_all(ERROR_CONTENT)
@@ -463,18 +483,26 @@ impl SaveDir {
 
     /// The stop is over: parts still alive are left to [`exit_handover`],
     /// and no new temporary is created.
+    /// The stop's grace is over (see `stopping`).
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
     pub fn begin_exit(&self) {
         self.exiting.store(true, Ordering::Relaxed);
     }
 
     /// Hand the temporaries still open at exit to a child process that
-    /// removes their names and closes them after we are gone: freeing a
-    /// large discarded file takes disk time (a quarter second per GiB on
-    /// ext4 with `discard`), which would otherwise be paid by the exiting
-    /// process, and a stop must be quick.
+    /// removes their names and closes them after we are gone, and then
+    /// writes the `ERROR` markers left to it: freeing a large discarded
+    /// file takes disk time (a quarter second per GiB on ext4 with
+    /// `discard`), and creating a file can wait for the journal, which
+    /// would otherwise be paid by the exiting process, and a stop must be
+    /// quick.
     pub fn exit_handover(&self) {
         let live: Vec<(RawFd, Option<CString>)> = lock(&self.live).values().cloned().collect();
-        if live.is_empty() {
+        let deferred = std::mem::take(&mut *lock(&self.deferred));
+        if live.is_empty() && deferred.is_empty() {
             return;
         }
         let keep: Vec<RawFd> = live
@@ -482,9 +510,10 @@ impl SaveDir {
             .map(|(fd, _)| *fd)
             .chain([self.dir.as_raw_fd()])
             .collect();
-        // SAFETY: the child only makes async-signal-safe system calls
-        // (close_range, close, unlinkat, _exit) on memory prepared before
-        // the fork.
+        // SAFETY: the child closes and unlinks with system calls on memory
+        // prepared before the fork. The markers then take a few small
+        // allocations (names), which glibc's fork keeps usable in the
+        // child, and no lock another thread could have held.
         unsafe {
             if libc::fork() != 0 {
                 return;
@@ -514,6 +543,10 @@ impl SaveDir {
                     libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0);
                 }
                 libc::close(*fd);
+            }
+            for number in deferred {
+                // Nobody is left to tell of a failure.
+                let _ = self.write_marker(number);
             }
             libc::_exit(0);
         }

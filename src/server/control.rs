@@ -66,6 +66,7 @@ impl Server<'_> {
         }
         if let Some(disk) = &self.disk {
             disk.dir().begin_exit();
+            disk.defer_unfinished();
             disk.dir().exit_handover();
         }
     }
