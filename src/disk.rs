@@ -92,9 +92,8 @@ pub struct Disk {
     sender: Sender<(For, Done)>,
     waker: Arc<mio::Waker>,
     workers: usize,
-    /// Jobs handed out whose result has not been read yet.
-    pub outstanding: usize,
-    /// Their connections' numbers, with how many jobs each.
+    /// The numbers of the connections with jobs handed out whose result
+    /// has not been read yet, with how many jobs each.
     in_flight: HashMap<u64, u32>,
 }
 
@@ -130,7 +129,6 @@ impl Disk {
             sender,
             waker: Arc::new(waker),
             workers: 0,
-            outstanding: 0,
             in_flight: HashMap::new(),
         };
         disk.spawn()?;
@@ -161,7 +159,6 @@ impl Disk {
             }
             q.idle < q.jobs.len()
         };
-        self.outstanding += 1;
         *self.in_flight.entry(to.number).or_default() += 1;
         // A failed spawn only means fewer threads: the queue still drains.
         if spawn && self.workers < WORKERS {
@@ -173,7 +170,6 @@ impl Disk {
     /// The next result, if one is waiting.
     pub fn result(&mut self) -> Option<(For, Done)> {
         let r = self.results.try_recv().ok()?;
-        self.outstanding -= 1;
         if let Some(n) = self.in_flight.get_mut(&r.0.number) {
             *n -= 1;
             if *n == 0 {
@@ -181,6 +177,11 @@ impl Disk {
             }
         }
         Some(r)
+    }
+
+    /// Whether any job's result is still to come.
+    pub fn busy(&self) -> bool {
+        !self.in_flight.is_empty()
     }
 
     /// The stop's grace is over: jobs in progress give up at their next

@@ -351,8 +351,8 @@ impl<'a> Server<'a> {
                 self.end_all(now);
             }
             if let Some(exit_at) = self.exit_at {
-                let outstanding = self.disk.as_ref().map_or(0, |d| d.outstanding);
-                if (self.active == 0 && outstanding == 0) || Instant::now() >= exit_at {
+                let busy = self.disk.as_ref().is_some_and(Disk::busy);
+                if (self.active == 0 && !busy) || Instant::now() >= exit_at {
                     self.exit();
                     break;
                 }
