@@ -915,8 +915,19 @@ fn a_server_that_closes_before_the_clients_fin_is_69() {
     let small = path_of(&pattern_file(&dir, "small", 1000));
     let big = sparse_file(&dir, "big", 256 << 20);
     let half_closed = || {
-        stand_in(|mut s| {
-            s.write_all(GREETING).expect("greet");
+        stand_in(|s| {
+            // MSG_MORE holds the greeting back until the FIN, so both reach
+            // the client together: it cannot finish sending first.
+            // SAFETY: a send from a valid buffer on our socket.
+            let n = unsafe {
+                libc::send(
+                    s.as_raw_fd(),
+                    GREETING.as_ptr().cast(),
+                    GREETING.len(),
+                    libc::MSG_MORE,
+                )
+            };
+            assert_eq!(n, GREETING.len() as isize, "greet");
             s.shutdown(Shutdown::Write).expect("shutdown");
             reset_seen(&s, Duration::from_secs(20))
         })
